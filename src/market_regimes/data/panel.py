@@ -1,0 +1,153 @@
+"""The aligned multi-asset panel: canonical long OHLCV -> one (T, A) frame per field on a regular grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from market_regimes.errors import ConfigError, DataError
+
+CANONICAL_COLUMNS: tuple[str, ...] = ("timestamp", "symbol", "open", "high", "low", "close", "volume")
+FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+
+# Binance kline intervals that map onto a fixed-length pandas Timedelta.
+_INTERVALS = {
+    "1m": "1min", "3m": "3min", "5m": "5min", "15m": "15min", "30m": "30min",
+    "1h": "1h", "2h": "2h", "4h": "4h", "6h": "6h", "8h": "8h", "12h": "12h", "1d": "1D",
+}
+
+
+def interval_to_timedelta(interval: str) -> pd.Timedelta:
+    """Binance-style bar interval (``1h``, ``4h``, ``1d``, ...) as a Timedelta."""
+    try:
+        return pd.Timedelta(_INTERVALS[interval])
+    except KeyError:
+        raise ConfigError(
+            f"unsupported data.interval={interval!r}; use one of {', '.join(_INTERVALS)}"
+        ) from None
+
+
+def bars_per_day(interval: str) -> float:
+    return pd.Timedelta("1D") / interval_to_timedelta(interval)
+
+
+@dataclass(frozen=True)
+class Panel:
+    """OHLCV of several assets aligned on one regular UTC grid.
+
+    Each field is a ``(T, A)`` float64 DataFrame: index = bar open times (UTC, spaced by
+    ``interval``), columns = symbols. A bar an asset does not have (before listing, exchange
+    outage, delisting) is a NaN row for that asset: gaps stay gaps, nothing is filled.
+    """
+
+    open: pd.DataFrame
+    high: pd.DataFrame
+    low: pd.DataFrame
+    close: pd.DataFrame
+    volume: pd.DataFrame
+    interval: str
+
+    @property
+    def index(self) -> pd.DatetimeIndex:
+        return self.close.index  # type: ignore[return-value]
+
+    @property
+    def symbols(self) -> list[str]:
+        return [str(s) for s in self.close.columns]
+
+    @property
+    def present(self) -> pd.DataFrame:
+        """(T, A) bool: the asset has a bar at that time."""
+        return self.close.notna()
+
+    def field(self, name: str) -> pd.DataFrame:
+        return getattr(self, name)
+
+    def select(self, symbols: list[str] | None = None, start=None, end=None) -> "Panel":
+        """Sub-panel by symbols and by bar-open time (``start`` inclusive, ``end`` inclusive)."""
+        cols = self.symbols if symbols is None else list(symbols)
+        sl = slice(start, end)
+        fields = {f: self.field(f).loc[sl, cols] for f in FIELDS}
+        return Panel(**fields, interval=self.interval)
+
+    def to_long(self) -> pd.DataFrame:
+        """Back to the canonical long table (present bars only), sorted by symbol then time."""
+        stacked = {f: self.field(f).stack(future_stack=True) for f in FIELDS}
+        long = pd.DataFrame(stacked)
+        long.index.names = ["timestamp", "symbol"]
+        long = long.dropna(subset=["close"]).reset_index()
+        return long.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
+
+
+def to_panel(
+    long: pd.DataFrame,
+    interval: str = "1h",
+    symbols: list[str] | None = None,
+    start: str | pd.Timestamp | None = None,
+    end: str | pd.Timestamp | None = None,
+) -> Panel:
+    """Pivot a validated canonical long table onto a regular grid of ``interval``.
+
+    ``symbols`` orders the columns (unknown symbols raise with the list of known ones);
+    ``start``/``end`` cut by bar-open time, both inclusive; an ``end`` given as a date alone
+    (``2022-12-31``) includes that whole day.
+    Timestamps off the grid raise, since they mean a mixed or wrong interval.
+    """
+    step = interval_to_timedelta(interval)
+    missing = [c for c in CANONICAL_COLUMNS if c not in long.columns]
+    if missing:
+        raise DataError(f"OHLCV table lacks column(s) {missing}; expected {list(CANONICAL_COLUMNS)}")
+    if long.empty:
+        raise DataError("OHLCV table is empty")
+    ts = long["timestamp"]
+    if getattr(ts.dt, "tz", None) is None:
+        raise DataError("OHLCV timestamps are timezone-naive; expected UTC bar-open times")
+    known = sorted(pd.unique(long["symbol"].astype(str)))
+    if symbols:
+        unknown = [s for s in symbols if s not in known]
+        if unknown:
+            raise DataError(f"unknown symbol(s) {unknown}; the data has {known}")
+        long = long[long["symbol"].astype(str).isin(symbols)]
+        cols = list(symbols)
+    else:
+        cols = known
+    ts = long["timestamp"].dt.tz_convert("UTC")
+    off_grid = (ts - ts.dt.floor(step)) != pd.Timedelta(0)
+    if off_grid.any():
+        bad = long.loc[off_grid].iloc[0]
+        raise DataError(
+            f"bar {bad['symbol']} {bad['timestamp']} is not on the {interval} grid "
+            f"(mixed intervals, or data.interval={interval!r} does not match the data)"
+        )
+    lo = _utc(start)
+    hi = _utc(end)
+    if hi is not None and isinstance(end, str) and len(end.strip()) <= 10:
+        hi = hi + pd.Timedelta("1D") - pd.Timedelta("1ns")
+    keep = np.ones(len(long), dtype=bool)
+    if lo is not None:
+        keep &= (ts >= lo).to_numpy()
+    if hi is not None:
+        keep &= (ts <= hi).to_numpy()
+    long = long.loc[keep].assign(timestamp=ts[keep], symbol=long.loc[keep, "symbol"].astype(str))
+    if long.empty:
+        raise DataError(f"no bars between data.start={start} and data.end={end}")
+    if long.duplicated(["symbol", "timestamp"]).any():
+        raise DataError("OHLCV table has duplicated (symbol, timestamp) rows; validate it first")
+    grid = pd.date_range(long["timestamp"].min(), long["timestamp"].max(), freq=step, tz="UTC")
+    grid.name = "timestamp"
+    wide = long.pivot(index="timestamp", columns="symbol", values=list(FIELDS))
+    fields = {}
+    for f in FIELDS:
+        frame = wide[f].reindex(index=grid, columns=cols).astype("float64")
+        frame.columns = pd.Index(cols, name="symbol")
+        fields[f] = frame
+    return Panel(**fields, interval=interval)
+
+
+def _utc(value) -> pd.Timestamp | None:
+    if value is None or value == "":
+        return None
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

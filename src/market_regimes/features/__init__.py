@@ -1,0 +1,141 @@
+"""Causal features: per asset, against a reference asset, and market-wide.
+
+``build_features`` turns an aligned :class:`~market_regimes.data.panel.Panel` into a
+:class:`FeatureSet`: a (A, T, F) float32 array plus a validity mask. A value at bar t uses bars
+<= t only; a row is valid only when the asset has ``warmup`` consecutive bars ending at t (so no
+feature window touches a gap or the pre-listing period) and every feature is finite.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import pandas as pd
+
+from market_regimes.data.panel import Panel
+from market_regimes.errors import ConfigError, DataError
+from market_regimes.features.asset import asset_features, log_returns
+from market_regimes.features.cross import cross_features
+from market_regimes.features.market import market_features
+from market_regimes.features.ops import run_length
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Feature parameters; windows are in bars of the panel's interval."""
+
+    reference_symbol: str = "BTCUSDT"
+    vol_horizons: tuple[int, ...] = (24, 168)
+    downside_window: int = 24
+    atr_window: int = 14
+    rsi_window: int = 14
+    bollinger_window: int = 20
+    bollinger_k: float = 2.0
+    macd: tuple[int, int, int] = (12, 26, 9)
+    volume_window: int = 168
+    volume_roc_window: int = 24
+    obv_window: int = 24
+    relative_return_window: int = 24
+    corr_window: int = 168
+    breadth_return_window: int = 24
+    breadth_ma_window: int = 50
+    market_corr_window: int = 72
+    cross_asset: bool = True
+    market: bool = True
+    fear_greed: bool = False
+    warmup: int | None = None  # bars; None = longest lookback + 1
+
+    @classmethod
+    def from_dict(cls, values) -> "FeatureConfig":
+        known = {f.name for f in fields(cls)}
+        values = dict(values or {})
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown features option(s) {unknown}; known: {sorted(known)}")
+        for key in ("vol_horizons", "macd"):
+            if key in values and values[key] is not None:
+                values[key] = tuple(int(v) for v in values[key])
+        return cls(**values)
+
+    def lookback(self) -> int:
+        """Longest trailing window any feature reads, in bars (returns add one more)."""
+        windows = [*self.vol_horizons, self.downside_window, self.atr_window, self.bollinger_window,
+                   self.volume_window + self.volume_roc_window, 2 * self.volume_roc_window, self.obv_window,
+                   self.relative_return_window, self.corr_window, self.breadth_return_window,
+                   self.breadth_ma_window, self.market_corr_window,
+                   4 * self.rsi_window, 2 * (self.macd[1] + self.macd[2])]
+        return max(windows) + 1
+
+    def effective_warmup(self) -> int:
+        return self.lookback() if self.warmup is None else int(self.warmup)
+
+
+@dataclass
+class FeatureSet:
+    """Features of every asset on the panel grid.
+
+    values: (A, T, F) float32, NaN where undefined; valid: (A, T) bool; index: the bar-open
+    times (length T, UTC); symbols: A names; names: F feature names.
+    """
+
+    values: np.ndarray
+    valid: np.ndarray
+    index: pd.DatetimeIndex
+    symbols: list[str]
+    names: list[str]
+    config: dict = field(default_factory=dict)
+
+    def frame(self, symbol: str) -> pd.DataFrame:
+        """One asset's features as a (T, F) DataFrame on the bar index (plus a ``valid`` column)."""
+        a = self.symbols.index(symbol)
+        df = pd.DataFrame(self.values[a], index=self.index, columns=self.names)
+        df["valid"] = self.valid[a]
+        return df
+
+    @property
+    def n_valid(self) -> int:
+        return int(self.valid.sum())
+
+
+def build_features(panel: Panel, cfg: FeatureConfig | None = None, sentiment: pd.Series | None = None) -> FeatureSet:
+    """Compute every configured feature for every asset; see the module docstring for validity."""
+    cfg = cfg or FeatureConfig()
+    if cfg.fear_greed and sentiment is None:
+        raise ConfigError("features.fear_greed=true needs data.fear_greed_path (the daily index CSV)")
+    symbols = panel.symbols
+    T, A = len(panel.index), len(symbols)
+    ret = log_returns(panel)
+    per_asset = asset_features(panel, cfg)
+    log_rv = per_asset[f"log_rv_{min(cfg.vol_horizons)}"]
+    layers: dict[str, pd.DataFrame | pd.Series] = dict(per_asset)
+    if cfg.cross_asset and A >= 2:
+        reference = cfg.reference_symbol
+        if reference not in symbols:
+            raise ConfigError(
+                f"features.reference_symbol={reference} is not among the symbols {symbols}; "
+                "set it to one of them or features.cross_asset=false"
+            )
+        layers.update(cross_features(ret, log_rv, reference, cfg))
+    if cfg.market:
+        layers.update(market_features(panel, ret, log_rv, cfg, sentiment if cfg.fear_greed else None))
+
+    names = list(layers)
+    values = np.empty((A, T, len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        layer = layers[name]
+        arr = layer.to_numpy(dtype=np.float64)
+        values[:, :, j] = arr.T if arr.ndim == 2 else arr[None, :]
+    present_run = run_length(panel.present.to_numpy()).T  # (A, T)
+    valid = (present_run >= cfg.effective_warmup()) & np.isfinite(values).all(axis=2)
+    if not valid.any():
+        raise DataError(
+            f"no valid feature rows: {T} bars per asset but features need {cfg.effective_warmup()} "
+            "consecutive bars; load more history or shorten the feature windows"
+        )
+    log.info("features: %d assets x %d bars x %d features, %.1f%% rows valid",
+             A, T, len(names), 100.0 * valid.mean())
+    return FeatureSet(values, valid, panel.index, symbols, names, asdict(cfg))

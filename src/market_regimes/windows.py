@@ -1,0 +1,188 @@
+"""Global scaling and sliding windows over the feature panel, served to torch.
+
+One scaler is fitted on the valid rows of *all* assets from the training period only, and then
+applied to the whole panel, so every asset lives on one common scale and nothing after the
+training cut-off leaks into it. Windows are never copied up front: a window is a slice of the
+scaled (A, T, F) array, gathered per batch through a strided view.
+
+Per-asset mode: a sample is one asset's (W, F) window keyed by (asset, end bar).
+Market mode: a sample is the whole panel's (A, W, F) window keyed by its end bar.
+A window exists only where all W rows are valid feature rows, so it never spans a gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import pandas as pd
+
+from market_regimes.errors import ConfigError, DataError
+from market_regimes.features import FeatureSet
+from market_regimes.features.ops import run_length
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    length: int = 48
+    stride: int = 1
+    mode: str = "asset"  # asset | market
+    scaler: str = "robust"  # robust | standard
+    clip: float = 5.0
+    train_end: str | None = None  # last bar-open time of the training period; None: train_fraction
+    train_fraction: float = 0.7
+
+    @classmethod
+    def from_dict(cls, values) -> "WindowConfig":
+        known = {f.name for f in fields(cls)}
+        values = dict(values or {})
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown window option(s) {unknown}; known: {sorted(known)}")
+        cfg = cls(**values)
+        if cfg.mode not in ("asset", "market"):
+            raise ConfigError(f"window.mode={cfg.mode!r}; use asset or market")
+        if cfg.length < 2 or cfg.stride < 1:
+            raise ConfigError("window.length must be >= 2 and window.stride >= 1")
+        if cfg.train_end is None and not 0.0 < cfg.train_fraction <= 1.0:
+            raise ConfigError("window.train_fraction must be in (0, 1]")
+        return cfg
+
+
+class GlobalScaler:
+    """Per-feature centre/scale shared by all assets, with clipping (scikit-learn style).
+
+    ``method="robust"``: median and IQR/1.349 (comparable to a standard deviation for Gaussian
+    data); ``"standard"``: mean and standard deviation. Features with zero spread get scale 1.
+    """
+
+    def __init__(self, method: str = "robust", clip: float | None = 5.0):
+        self.method = method
+        self.clip = clip
+
+    def fit(self, rows: np.ndarray) -> "GlobalScaler":
+        """rows: (N, F) finite training rows."""
+        rows = np.asarray(rows, dtype=np.float64)
+        if rows.ndim != 2 or len(rows) == 0:
+            raise DataError("the scaler got no training rows: the training period holds no valid feature rows")
+        if self.method == "robust":
+            q25, q50, q75 = np.quantile(rows, [0.25, 0.5, 0.75], axis=0)
+            center, scale = q50, (q75 - q25) / 1.349
+        elif self.method == "standard":
+            center, scale = rows.mean(axis=0), rows.std(axis=0)
+        else:
+            raise ConfigError(f"window.scaler={self.method!r}; use robust or standard")
+        self.center_ = center
+        self.scale_ = np.where(scale > 1e-12, scale, 1.0)
+        self.n_rows_ = int(len(rows))
+        return self
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        """Scale (..., F) values into a new float32 array; NaN stays NaN."""
+        if not hasattr(self, "center_"):
+            raise RuntimeError("GlobalScaler is not fitted")
+        out = np.array(values, dtype=np.float32, copy=True)
+        out -= self.center_.astype(np.float32)
+        out /= self.scale_.astype(np.float32)
+        if self.clip is not None:
+            np.clip(out, -self.clip, self.clip, out=out)
+        return out
+
+    def to_state(self) -> dict:
+        return {"method": self.method, "clip": self.clip, "center": self.center_.tolist(),
+                "scale": self.scale_.tolist(), "n_rows": self.n_rows_}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "GlobalScaler":
+        scaler = cls(state["method"], state["clip"])
+        scaler.center_ = np.asarray(state["center"], dtype=np.float64)
+        scaler.scale_ = np.asarray(state["scale"], dtype=np.float64)
+        scaler.n_rows_ = int(state["n_rows"])
+        return scaler
+
+
+def training_cutoff(index: pd.DatetimeIndex, cfg: WindowConfig) -> pd.Timestamp:
+    """Last bar-open time that belongs to the training period."""
+    if cfg.train_end is not None:
+        end = pd.Timestamp(cfg.train_end)
+        end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+        if len(str(cfg.train_end).strip()) <= 10:  # a date alone: the whole day is training
+            end = end + pd.Timedelta("1D") - pd.Timedelta("1ns")
+        return end
+    pos = max(int(np.ceil(cfg.train_fraction * len(index))) - 1, 0)
+    return index[pos]
+
+
+def fit_scaler(features: FeatureSet, train_end: pd.Timestamp, method: str = "robust", clip: float | None = 5.0) -> GlobalScaler:
+    """Fit on the valid rows of every asset with bar time <= ``train_end`` (and nothing else)."""
+    in_train = np.asarray(features.index <= train_end)
+    mask = features.valid & in_train[None, :]
+    return GlobalScaler(method, clip).fit(features.values[mask])
+
+
+@dataclass
+class WindowSet:
+    """Scaled features plus the index of every valid window.
+
+    X: (A, T, F) float32 scaled values, 0 on invalid rows (never inside a valid window);
+    ends: (A, T) bool, True where a valid window of ``length`` bars ends at bar t (and t is on the
+    stride); index/symbols/names as in :class:`FeatureSet`.
+    """
+
+    X: np.ndarray
+    ends: np.ndarray
+    index: pd.DatetimeIndex
+    symbols: list[str]
+    names: list[str]
+    length: int
+    train_end: pd.Timestamp
+
+    @property
+    def view(self) -> np.ndarray:
+        """(A, T - W + 1, F, W) read-only strided view: ``view[a, s]`` is the window starting at s."""
+        return np.lib.stride_tricks.sliding_window_view(self.X, self.length, axis=1)
+
+    def keys(self, start=None, end=None) -> tuple[np.ndarray, np.ndarray]:
+        """(asset_idx, end_idx) of per-asset windows whose end bar time is within [start, end]."""
+        a, t = np.nonzero(self.ends & self._time_mask(start, end)[None, :])
+        order = np.lexsort((a, t))  # chronological, then by asset
+        return a[order], t[order]
+
+    def market_keys(self, start=None, end=None) -> np.ndarray:
+        """End indices where every asset has a valid window (market mode)."""
+        return np.nonzero(self.ends.all(axis=0) & self._time_mask(start, end))[0]
+
+    def gather(self, asset_idx: np.ndarray, end_idx: np.ndarray) -> np.ndarray:
+        """Per-asset windows, (B, W, F) float32 (a copy of just this batch)."""
+        return self.view[asset_idx, np.asarray(end_idx) - self.length + 1].transpose(0, 2, 1)
+
+    def gather_market(self, end_idx: np.ndarray) -> np.ndarray:
+        """Whole-panel windows, (B, A, W, F) float32."""
+        starts = np.asarray(end_idx) - self.length + 1
+        return self.view[:, starts].transpose(1, 0, 3, 2)
+
+    def _time_mask(self, start, end) -> np.ndarray:
+        mask = np.ones(len(self.index), dtype=bool)
+        if start is not None:
+            mask &= np.asarray(self.index >= pd.Timestamp(start))
+        if end is not None:
+            mask &= np.asarray(self.index <= pd.Timestamp(end))
+        return mask
+
+
+def build_windows(features: FeatureSet, cfg: WindowConfig | None = None, scaler: GlobalScaler | None = None) -> tuple[WindowSet, GlobalScaler]:
+    """Scale the feature panel with a training-period scaler (fitted here unless given) and index windows."""
+    cfg = cfg or WindowConfig()
+    train_end = training_cutoff(features.index, cfg)
+    if scaler is None:
+        scaler = fit_scaler(features, train_end, cfg.scaler, cfg.clip)
+    X = scaler.transform(features.values)
+    X[~features.valid] = 0.0
+    ends = run_length(features.valid.T).T >= cfg.length
+    ends &= (np.arange(len(features.index)) % cfg.stride == 0)[None, :]
+    if not ends.any():
+        raise DataError(
+            f"no valid window of {cfg.length} bars: each needs {cfg.length} consecutive valid feature rows; "
+            "load more history or shorten window.length"
+        )
+    return WindowSet(X, ends, features.index, features.symbols, features.names, cfg.length, train_end), scaler
