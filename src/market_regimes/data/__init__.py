@@ -88,6 +88,7 @@ def load_long(cfg: Mapping) -> tuple[pd.DataFrame, pd.Series | None]:
         symbols = _list(cfg.get("symbols"))
         if not symbols:
             raise ConfigError("data=binance needs data.symbols=[BTCUSDT,...]")
+        read_kwargs.pop("interval")
         long = load_binance(symbols, interval, cfg.get("start"), cfg.get("end"), cache_dir=cfg.get("cache_dir"),
                             base_url=cfg.get("base_url"), timeout_s=float(_get(cfg, "timeout_s", 10.0)), **read_kwargs)
         return long, None
