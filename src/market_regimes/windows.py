@@ -12,7 +12,8 @@ A window exists only where all W rows are valid feature rows, so it never spans 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from fnmatch import fnmatch
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,9 @@ class WindowConfig:
     clip: float = 5.0
     train_end: str | None = None  # last bar-open time of the training period; None: train_fraction
     train_fraction: float = 0.7
+    # Features left out of the model inputs (fnmatch patterns). Reference-relative features are
+    # constant for the reference asset itself and so would tell the model which asset it sees.
+    exclude_features: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, values) -> "WindowConfig":
@@ -39,6 +43,8 @@ class WindowConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown window option(s) {unknown}; known: {sorted(known)}")
+        if values.get("exclude_features") is not None:
+            values["exclude_features"] = tuple(str(p) for p in values["exclude_features"])
         cfg = cls(**values)
         if cfg.mode not in ("asset", "market"):
             raise ConfigError(f"window.mode={cfg.mode!r}; use asset or market")
@@ -170,9 +176,20 @@ class WindowSet:
         return mask
 
 
+def select_inputs(features: FeatureSet, exclude: tuple[str, ...] = ()) -> FeatureSet:
+    """The feature set without the names matching any ``exclude`` pattern (validity unchanged)."""
+    keep = [i for i, n in enumerate(features.names) if not any(fnmatch(n, p) for p in exclude)]
+    if len(keep) == len(features.names):
+        return features
+    if not keep:
+        raise ConfigError(f"window.exclude_features={list(exclude)} leaves no model input")
+    return replace(features, values=features.values[:, :, keep], names=[features.names[i] for i in keep])
+
+
 def build_windows(features: FeatureSet, cfg: WindowConfig | None = None, scaler: GlobalScaler | None = None) -> tuple[WindowSet, GlobalScaler]:
     """Scale the feature panel with a training-period scaler (fitted here unless given) and index windows."""
     cfg = cfg or WindowConfig()
+    features = select_inputs(features, cfg.exclude_features)
     train_end = training_cutoff(features.index, cfg)
     if scaler is None:
         scaler = fit_scaler(features, train_end, cfg.scaler, cfg.clip)

@@ -23,6 +23,10 @@ def market_features(
     w = cfg.breadth_ma_window
     ma = rolling(panel.close, w).mean()
     out[f"breadth_above_ma_{w}"] = cross_sectional_share(panel.close > ma, ma.notna() & panel.close.notna())
+    # Market level: the cross-sectional mean of log volatility and of the trailing return, which
+    # describe the state of the market as a whole rather than of one asset.
+    out[f"market_log_rv_{min(cfg.vol_horizons)}"] = log_rv.mean(axis=1)
+    out[f"market_ret_{cfg.breadth_return_window}"] = cum.mean(axis=1)
     if ret.shape[1] >= 2:
         w = cfg.market_corr_window
         out[f"mean_corr_{w}"] = pd.Series(mean_pairwise_correlation(ret.to_numpy(), w), index=ret.index)

@@ -1,0 +1,101 @@
+"""Encoders and decoder as plain ``nn.Module``s: (B, W, F) window -> (B, D) latent -> (B, W, F)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ResidualConvBlock(nn.Module):
+    """Two dilated 1-D convolutions with a residual connection; keeps the length W."""
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int, dropout: float):
+        super().__init__()
+        pad = (kernel_size - 1) * dilation // 2
+        self.net = nn.Sequential(
+            nn.Conv1d(channels, channels, kernel_size, padding=pad, dilation=dilation),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Conv1d(channels, channels, kernel_size, padding=pad, dilation=dilation),
+        )
+        self.norm = nn.GroupNorm(1, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, W)
+        return torch.nn.functional.gelu(self.norm(x + self.net(x)))
+
+
+class ConvEncoder(nn.Module):
+    """TCN-style encoder: dilated residual convolutions, then mean- and last-step pooling."""
+
+    def __init__(self, n_features: int, latent_dim: int, hidden: int = 64, n_layers: int = 3,
+                 kernel_size: int = 3, dropout: float = 0.1):
+        super().__init__()
+        self.inp = nn.Conv1d(n_features, hidden, 1)
+        self.blocks = nn.Sequential(*[ResidualConvBlock(hidden, kernel_size, 2**i, dropout) for i in range(n_layers)])
+        self.out = nn.Linear(2 * hidden, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.blocks(self.inp(x.transpose(1, 2)))  # (B, H, W)
+        return self.out(torch.cat([h.mean(dim=2), h[:, :, -1]], dim=1))  # (B, D)
+
+
+class GRUEncoder(nn.Module):
+    """Recurrent encoder: the last hidden state of a (multi-layer) GRU."""
+
+    def __init__(self, n_features: int, latent_dim: int, hidden: int = 64, n_layers: int = 2, dropout: float = 0.1):
+        super().__init__()
+        self.gru = nn.GRU(n_features, hidden, n_layers, batch_first=True, dropout=dropout if n_layers > 1 else 0.0)
+        self.out = nn.Linear(hidden, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, h = self.gru(x)  # h: (layers, B, H)
+        return self.out(h[-1])
+
+
+class TransformerEncoder(nn.Module):
+    """Self-attention encoder with learned positions, mean-pooled over the window."""
+
+    def __init__(self, n_features: int, latent_dim: int, window: int, hidden: int = 64, n_layers: int = 2,
+                 n_heads: int = 4, dropout: float = 0.1):
+        super().__init__()
+        self.inp = nn.Linear(n_features, hidden)
+        self.pos = nn.Parameter(torch.zeros(1, window, hidden))
+        layer = nn.TransformerEncoderLayer(hidden, n_heads, 2 * hidden, dropout, batch_first=True, norm_first=True)
+        self.body = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.out = nn.Linear(hidden, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(self.inp(x) + self.pos[:, : x.shape[1]])  # (B, W, H)
+        return self.out(h.mean(dim=1))
+
+
+class ConvDecoder(nn.Module):
+    """Latent -> (B, W, F): a learned per-step expansion refined by convolutions."""
+
+    def __init__(self, n_features: int, latent_dim: int, window: int, hidden: int = 64):
+        super().__init__()
+        self.window, self.hidden = window, hidden
+        self.expand = nn.Linear(latent_dim, hidden * window)
+        self.net = nn.Sequential(
+            nn.GELU(),
+            nn.Conv1d(hidden, hidden, 3, padding=1),
+            nn.GELU(),
+            nn.Conv1d(hidden, n_features, 1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.expand(z).view(-1, self.hidden, self.window)  # (B, H, W)
+        return self.net(h).transpose(1, 2)  # (B, W, F)
+
+
+def make_encoder(name: str, n_features: int, latent_dim: int, window: int, **kwargs) -> nn.Module:
+    """Encoder by name: conv (default), gru or transformer."""
+    if name == "conv":
+        return ConvEncoder(n_features, latent_dim, **kwargs)
+    if name == "gru":
+        return GRUEncoder(n_features, latent_dim, **kwargs)
+    if name == "transformer":
+        return TransformerEncoder(n_features, latent_dim, window, **kwargs)
+    from market_regimes.errors import ConfigError
+
+    raise ConfigError(f"unknown model.encoder={name!r}; use conv, gru or transformer")

@@ -1,0 +1,300 @@
+"""The training job: windows -> autoencoder -> latents -> regimes -> statistics -> bundle.
+
+``run_training(cfg)`` is what ``scripts/train.py`` calls. Every stateful step is fitted on the
+training period only (scaler, autoencoder, clusterer, model selection, in-sample statistics);
+labels for every bar come from the clusterer's causal ``predict_online`` filter, so the label of
+bar t depends on windows ending at or before t only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score, normalized_mutual_info_score
+
+from market_regimes.datamodule import WindowDataModule, time_split
+from market_regimes.model import RegimeAutoencoder, encode
+from market_regimes.pipeline import Prepared, prepare
+from market_regimes.regimes import canonical_order, make_clusterer, select_n_regimes
+from market_regimes.stats import summarize_regimes
+from market_regimes.windows import WindowSet
+
+log = logging.getLogger(__name__)
+
+ORDER_FEATURE_PREFIX = "log_rv_"  # regimes are ordered by realised volatility: 0 = calmest
+
+
+@dataclass
+class Latents:
+    """Latent vector of every valid window, ordered by asset then time.
+
+    z: (N, D); asset_idx/end_idx: (N,) window keys; lengths: sizes of the runs of consecutive
+    windows (sequences for the clusterer, split at gaps and between assets).
+    """
+
+    z: np.ndarray
+    asset_idx: np.ndarray
+    end_idx: np.ndarray
+    lengths: np.ndarray
+
+    def select(self, mask: np.ndarray) -> "Latents":
+        a, t = self.asset_idx[mask], self.end_idx[mask]
+        return Latents(self.z[mask], a, t, sequence_lengths(a, t))
+
+
+def sequence_lengths(asset_idx: np.ndarray, end_idx: np.ndarray, step: int = 1) -> np.ndarray:
+    """Run lengths of keys (sorted by asset, then time) that follow each other by ``step`` bars."""
+    if len(end_idx) == 0:
+        return np.zeros(0, dtype=np.int64)
+    brk = np.ones(len(end_idx), dtype=bool)
+    brk[1:] = (asset_idx[1:] != asset_idx[:-1]) | (end_idx[1:] - end_idx[:-1] != step)
+    starts = np.flatnonzero(brk)
+    return np.diff(np.append(starts, len(end_idx)))
+
+
+def encode_windows(model: RegimeAutoencoder, windows: WindowSet, mode: str = "asset", stride: int = 1,
+                   batch_size: int = 2048) -> Latents:
+    """Encode every valid window (market mode: one per end bar, repeated for each asset)."""
+    model.eval()
+    zs = []
+    if mode == "asset":
+        a, t = windows.keys()
+        order = np.lexsort((t, a))
+        a, t = a[order], t[order]
+        with torch.no_grad():
+            for i in range(0, len(t), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(windows.gather(a[i : i + batch_size], t[i : i + batch_size])))
+                zs.append(encode(model, x.to(model.device)).cpu().numpy())
+    else:
+        t_m = windows.market_keys()
+        with torch.no_grad():
+            for i in range(0, len(t_m), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(windows.gather_market(t_m[i : i + batch_size])))
+                zs.append(encode(model, x.to(model.device)).cpu().numpy())
+        n_a = len(windows.symbols)
+        a = np.repeat(np.arange(n_a), len(t_m))
+        t = np.tile(t_m, n_a)
+        zs = [np.tile(np.concatenate(zs), (n_a, 1))] if zs else []
+    z = np.concatenate(zs) if zs else np.zeros((0, model.hparams.latent_dim), dtype=np.float32)
+    return Latents(z.astype(np.float64), a, t, sequence_lengths(a, t, stride))
+
+
+def order_key(prep: Prepared, latents: Latents) -> np.ndarray:
+    """Unscaled short-horizon realised volatility at each window's end bar (causal)."""
+    names = prep.features.names
+    vol_names = [n for n in names if n.startswith(ORDER_FEATURE_PREFIX)]
+    j = names.index(vol_names[0])
+    return prep.features.values[latents.asset_idx, latents.end_idx, j].astype(np.float64)
+
+
+def label_frame(index: pd.DatetimeIndex, symbols: list[str], latents: Latents, labels: np.ndarray) -> pd.DataFrame:
+    """(T, A) int frame of regime labels, -1 where a bar has no valid window."""
+    out = np.full((len(index), len(symbols)), -1, dtype=np.int64)
+    out[latents.end_idx, latents.asset_idx] = labels
+    return pd.DataFrame(out, index=index, columns=pd.Index(symbols, name="symbol"))
+
+
+def truth_agreement(truth: pd.Series, labels: pd.DataFrame, mask: np.ndarray | None = None) -> dict:
+    """ARI, NMI and balanced accuracy (after Hungarian matching) of labels vs the true regimes."""
+    from market_regimes.regimes import align_to_reference
+
+    lab = labels.to_numpy()
+    tru = np.broadcast_to(truth.to_numpy()[:, None], lab.shape)
+    ok = (lab >= 0) & np.isfinite(tru)
+    if mask is not None:
+        ok &= mask[:, None]
+    y, p = tru[ok].astype(np.int64), lab[ok]
+    if len(y) == 0:
+        return {"n": 0}
+    k = int(max(y.max(), p.max()) + 1)
+    perm = align_to_reference(y, p, k)
+    return {"n": int(len(y)), "ari": float(adjusted_rand_score(y, p)), "nmi": float(normalized_mutual_info_score(y, p)),
+            "balanced_accuracy": float(balanced_accuracy_score(y, perm[p])),
+            "n_true_regimes": int(len(np.unique(y))), "n_found_regimes": int(len(np.unique(p)))}
+
+
+def fit_regimes(latents: Latents, key: np.ndarray, cfg, seed: int):
+    """Fit the configured clusterer on training latents, choosing K unless fixed; canonical order."""
+    ccfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    params = dict(ccfg.get("params") or {})
+    name = ccfg["name"]
+    selection = None
+    k = ccfg.get("n_regimes", "auto")
+    if k in (None, "auto"):
+        lo, hi = ccfg.get("k_range", [2, 6])
+        selection = select_n_regimes(
+            latents.z, latents.lengths, lambda n: make_clusterer(name, n, random_state=seed, **params),
+            k_range=(int(lo), int(hi)), criterion=ccfg.get("selection", "stability"), random_state=seed,
+        )
+        k = selection.best_k
+    clusterer = make_clusterer(name, int(k), random_state=seed, **params).fit(latents.z, latents.lengths)
+    raw = clusterer.predict_online(latents.z, latents.lengths)
+    clusterer.permute_(canonical_order(raw, key, int(k)))
+    return clusterer, selection
+
+
+def build_trainer(cfg, run_dir: Path, callbacks=None) -> L.Trainer:
+    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    loggers = []
+    for lcfg in (cfg.get("logger") or {}).values():
+        if lcfg and "_target_" in lcfg:
+            loggers.append(instantiate(lcfg))
+    return L.Trainer(**tcfg, logger=loggers or False, callbacks=callbacks or [], default_root_dir=str(run_dir))
+
+
+@dataclass
+class TrainResult:
+    bundle_path: Path | None
+    metrics: dict
+    run_dir: Path
+
+
+def run_training(cfg) -> TrainResult:
+    """Train end to end and write the bundle; returns its path and the metrics."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from market_regimes.bundle import save_bundle
+    from market_regimes.plots import save_training_plots
+
+    t_start = time.perf_counter()
+    seed = int(cfg.seed)
+    L.seed_everything(seed, workers=True, verbose=False)
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prep = prepare(cfg)
+    windows, mode = prep.windows, cfg.window.mode
+    fit_keys, val_keys = time_split(windows, float(cfg.train.val_fraction), mode)
+    mcfg = OmegaConf.to_container(cfg.model, resolve=True)
+    positive_offset = int(mcfg.pop("positive_offset", 0)) if mcfg.get("w_temporal", 0) > 0 else 0
+    mcfg.pop("positive_offset", None)
+    positive = mcfg.pop("positive", "cross_asset")
+    n_features = len(windows.names) * (len(windows.symbols) if mode == "market" else 1)
+    model = RegimeAutoencoder(n_features=n_features, window=windows.length, **mcfg)
+    dm = WindowDataModule(windows, fit_keys, val_keys, mode=mode, batch_size=int(cfg.train.batch_size),
+                          num_workers=int(cfg.train.num_workers), seed=seed, positive_offset=positive_offset,
+                          windows_per_epoch=cfg.train.get("windows_per_epoch"), positive=positive,
+                          pin_memory=cfg.trainer.get("accelerator") not in ("cpu", None))
+    ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0)
+    trainer = build_trainer(cfg, run_dir, [ckpt])
+    resume = cfg.train.get("resume")
+    log.info("training %s encoder on %d windows (%d for validation)", mcfg["encoder"],
+             len(np.atleast_1d(fit_keys[1] if mode == "asset" else fit_keys)),
+             len(np.atleast_1d(val_keys[1] if mode == "asset" else val_keys)))
+    t0 = time.perf_counter()
+    trainer.fit(model, datamodule=dm, ckpt_path=resume or None)
+    train_s = time.perf_counter() - t0
+    if trainer.global_rank != 0:
+        return TrainResult(None, {}, run_dir)
+    model = model.cpu()
+
+    t0 = time.perf_counter()
+    latents = encode_windows(model, windows, mode, int(cfg.window.stride))
+    key = order_key(prep, latents)
+    in_train = windows.index[latents.end_idx] <= windows.train_end
+    clusterer, selection = fit_regimes(latents.select(in_train), key[in_train], cfg.cluster, seed)
+    labels = clusterer.predict_online(latents.z, latents.lengths)
+    cluster_s = time.perf_counter() - t0
+    K = int(clusterer.n_regimes)
+    frame = label_frame(windows.index, windows.symbols, latents, labels)
+
+    close, interval = prep.market.panel.close, prep.market.panel.interval
+    horizons = tuple(int(h) for h in cfg.stats.horizons)
+    train_rows = np.asarray(windows.index <= windows.train_end)
+    in_train_rows = np.broadcast_to(train_rows[:, None], frame.shape)
+    stats = {
+        "in_sample": summarize_regimes(close, frame.where(in_train_rows, -1), K, interval, horizons, in_sample=True),
+        "out_of_sample": (summarize_regimes(close, frame.where(~in_train_rows, -1), K, interval, horizons,
+                                            in_sample=False) if (frame.to_numpy()[~train_rows] >= 0).any() else None),
+    }
+    metrics = {
+        "n_regimes": K,
+        "train_seconds": round(train_s, 2),
+        "cluster_seconds": round(cluster_s, 2),
+        "epochs": int(trainer.current_epoch),
+        "val_loss": _metric(trainer, "val_loss"),
+        "train_loss": _metric(trainer, "train/loss"),
+        "model_selection": selection.table.reset_index().to_dict(orient="records") if selection is not None else None,
+        "selection_criterion": selection.criterion if selection is not None else "fixed",
+        "entropy_rate_nats_in_sample": stats["in_sample"]["entropy_rate_nats"]["pooled"],
+        "timings_s": {k: round(v, 3) for k, v in prep.timings.items()},
+    }
+    truth = prep.market.truth
+    if truth is not None:
+        metrics["truth"] = {
+            "all": truth_agreement(truth, frame),
+            "train": truth_agreement(truth, frame, train_rows),
+            "test": truth_agreement(truth, frame, ~train_rows),
+        }
+    plot_files = save_training_plots(run_dir, prep, frame, latents, labels, selection, stats, K) if cfg.get("plots", True) else []
+    metrics["total_seconds"] = round(time.perf_counter() - t_start, 2)
+    manifest = {
+        "symbols": windows.symbols, "interval": interval, "mode": mode, "window_length": windows.length,
+        "stride": int(cfg.window.stride), "features": windows.names, "n_regimes": K,
+        "regime_names": stats["in_sample"].get("regime_names"),
+        "train_start": str(windows.index[0]), "train_end": str(windows.train_end),
+        "data_end": str(windows.index[-1]), "data": prep.market.source,
+    }
+    plain_cfg = OmegaConf.to_container(cfg, resolve=True)
+    bundle_path = save_bundle(cfg.paths.artifacts_dir, model=model, scaler=prep.scaler, clusterer=clusterer,
+                              config=plain_cfg, manifest=manifest, metrics=metrics, regime_stats=stats,
+                              name=cfg.bundle.get("name"), update_latest=bool(cfg.bundle.update_latest))
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    frame.to_csv(run_dir / "regimes.csv") if len(frame) * len(frame.columns) < 5_000_000 else None
+    _log_to_loggers(trainer, metrics, plot_files)
+    return TrainResult(bundle_path, metrics, run_dir)
+
+
+def _metric(trainer: L.Trainer, name: str) -> float | None:
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else float(value)
+
+
+def _log_to_loggers(trainer: L.Trainer, metrics: dict, plot_files: list[Path]) -> None:
+    flat = {f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+    for name, part in (metrics.get("truth") or {}).items():
+        flat.update({f"truth/{name}_{k}": v for k, v in part.items() if isinstance(v, float)})
+    for lg in trainer.loggers:
+        lg.log_metrics(flat)
+        if hasattr(lg, "log_image") and plot_files:
+            for p in plot_files:
+                lg.log_image(key=f"plots/{p.stem}", images=[str(p)])
+        lg.save()
+
+
+def objective_value(result: TrainResult, name: str) -> float | None:
+    """The number a sweeper optimises (lower is better): val_loss, -ARI vs truth, or entropy rate."""
+    m = result.metrics
+    if name == "val_loss":
+        return m.get("val_loss")
+    if name == "ari":
+        ari = (m.get("truth") or {}).get("test", {}).get("ari")
+        return None if ari is None else -ari
+    if name == "neg_entropy_rate":
+        return m.get("entropy_rate_nats_in_sample")
+    raise ValueError(f"unknown objective {name!r}")
+
+
+def print_summary(result: TrainResult) -> None:
+    m = result.metrics
+    if not m:
+        return
+    print(f"regimes: {m['n_regimes']} (selection: {m['selection_criterion']}); "
+          f"train {m['train_seconds']} s over {m['epochs'] + 1} epochs, val_loss {m['val_loss']}")
+    for part, t in (m.get("truth") or {}).items():
+        if t.get("n"):
+            print(f"agreement with planted regimes [{part}]: ARI {t['ari']:.3f}, NMI {t['nmi']:.3f}, "
+                  f"balanced accuracy {t['balanced_accuracy']:.3f} ({t['n_found_regimes']} found / "
+                  f"{t['n_true_regimes']} true)")
+    print(f"bundle: {result.bundle_path}")
+    print(f"run directory (plots, metrics, regimes.csv): {result.run_dir}")
+    print(f"total {m['total_seconds']} s")
