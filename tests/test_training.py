@@ -19,14 +19,14 @@ TINY = [
     "data.n_bars=1500", "window.length=24", "features.vol_horizons=[12,48]", "features.corr_window=48",
     "features.volume_window=48", "features.market_corr_window=24", "trainer.max_epochs=2",
     "trainer.enable_progress_bar=false", "model.hidden=16", "model.latent_dim=8", "cluster.k_range=[2,4]",
-    "cluster.params.n_init=2", "train.batch_size=128",
+    "cluster.params.n_init=2", "train.batch_size=128", "train.windows_per_epoch=1024",
 ]
 
 
-def compose_cfg(tmp_path, overrides=()):
+def compose_cfg(tmp_path, overrides=(), tiny=True):
     with initialize_config_dir(config_dir=str(REPO / "config"), version_base="1.3"):
-        return compose("train", overrides=[*TINY, f"paths.artifacts_dir={tmp_path}", f"paths.run_dir={tmp_path}/run",
-                                           *overrides])
+        return compose("train", overrides=[*(TINY if tiny else []), f"paths.artifacts_dir={tmp_path}",
+                                           f"paths.run_dir={tmp_path}/run", *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +93,16 @@ def test_resume_from_last_checkpoint(trained, tmp_path):
     last = result.run_dir / "checkpoints" / "last.ckpt"
     assert last.exists()
     resumed = run_training(compose_cfg(tmp_path, ["trainer.max_epochs=3", f"train.resume={last}", "plots=false"]))
-    assert resumed.metrics["epochs"] == 2  # epochs 0-1 came from the checkpoint, epoch 2 ran now
+    assert resumed.metrics["epochs"] == 3
+    import pandas as pd
+
+    logged = pd.read_csv(next((resumed.run_dir / "csv").rglob("metrics.csv")))
+    assert set(logged["epoch"].dropna().astype(int)) == {2}  # epochs 0-1 came from the checkpoint
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (REPO / "config" / "experiment").glob("*.yaml")))
 def test_every_experiment_config_composes(experiment, tmp_path):
-    cfg = compose_cfg(tmp_path, [f"experiment={experiment}"])
+    cfg = compose_cfg(tmp_path, [f"experiment={experiment}"], tiny=False)
     OmegaConf.resolve(cfg)
     assert cfg.model.encoder in {"conv", "gru", "transformer"}
 
@@ -108,7 +112,7 @@ def test_every_experiment_config_composes(experiment, tmp_path):
                                            ("data", ["synthetic", "synthetic_correlation", "synthetic_crash", "files", "binance"])])
 def test_every_group_option_composes(group, options, tmp_path):
     for opt in options:
-        cfg = compose_cfg(tmp_path, [f"{group}={opt}"])
+        cfg = compose_cfg(tmp_path, [f"{group}={opt}"], tiny=False)
         assert cfg[group] is not None
 
 
@@ -162,3 +166,18 @@ def test_wandb_logger_offline(tmp_path, monkeypatch):
     assert runs, "no offline wandb run written"
     assert any(f.suffix == ".wandb" for f in runs[0].iterdir())
     assert r.bundle_path is not None
+
+
+@pytest.mark.parametrize("overrides", [["hparams_search=optuna"], ["hydra/launcher=local_parallel"],
+                                       ["hydra/launcher=slurm"]])
+def test_sweeper_and_launcher_configs_compose(overrides, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    with initialize_config_dir(config_dir=str(REPO / "config"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.artifacts_dir={tmp_path}", *overrides], return_hydra_config=True)
+    if "hparams_search=optuna" in overrides:
+        assert cfg.hydra.sweeper.params["model.latent_dim"].startswith("choice")
+        assert cfg.objective == "ari"
+    else:
+        assert "launcher" in cfg.hydra.launcher._target_.lower()

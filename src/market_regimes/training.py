@@ -289,7 +289,7 @@ def print_summary(result: TrainResult) -> None:
     if not m:
         return
     print(f"regimes: {m['n_regimes']} (selection: {m['selection_criterion']}); "
-          f"train {m['train_seconds']} s over {m['epochs'] + 1} epochs, val_loss {m['val_loss']}")
+          f"train {m['train_seconds']} s over {m['epochs']} epochs, val_loss {m['val_loss']}")
     for part, t in (m.get("truth") or {}).items():
         if t.get("n"):
             print(f"agreement with planted regimes [{part}]: ARI {t['ari']:.3f}, NMI {t['nmi']:.3f}, "
