@@ -373,3 +373,22 @@ def test_selection_rejects_bad_arguments(data3):
         select_n_regimes(X, lengths, KMeansRegimes, criterion="aic")
     with pytest.raises(ConfigError, match="k_range"):
         select_n_regimes(X, lengths, KMeansRegimes, k_range=(1, 4))
+
+
+def test_finite_memory_online_filter_uses_only_the_last_rows():
+    """With online_memory=M, row t's label equals the plain forward filter run on rows t-M+1..t."""
+    rng = np.random.default_rng(5)
+    states = np.repeat(rng.integers(0, 3, 40), rng.integers(5, 30, 40))
+    X = np.eye(3)[states] * 2.0 + rng.normal(0, 0.9, (len(states), 3))
+    lengths = [len(X) - 150, 150]
+    jm = JumpRegimes(3, random_state=0, n_init=2, online_memory=32).fit(X, lengths)
+    plain = JumpRegimes(3, random_state=0, n_init=2).fit(X, lengths)
+    got = jm.predict_online(X, lengths)
+    for t in [0, 10, 31, 32, 33, 200, len(X) - 151, len(X) - 150, len(X) - 149, len(X) - 1]:
+        seq_start = 0 if t < lengths[0] else lengths[0]
+        lo = max(seq_start, t - 31)
+        assert got[t] == plain.predict_online(X[lo : t + 1])[-1], t
+    # a label never depends on rows after it
+    X2 = X.copy()
+    X2[300:] = rng.normal(0, 3, X2[300:].shape)
+    np.testing.assert_array_equal(jm.predict_online(X2, lengths)[:300], got[:300])

@@ -33,7 +33,6 @@ from safetensors.torch import load_file, save_file
 
 from market_regimes import __version__
 from market_regimes.errors import MarketRegimesError
-from market_regimes.model import RegimeAutoencoder
 from market_regimes.regimes import clusterer_from_state
 from market_regimes.windows import GlobalScaler
 
@@ -46,9 +45,12 @@ class BundleError(MarketRegimesError):
 
 @dataclass
 class Bundle:
+    """A verified bundle. ``model`` is the full ``RegimeAutoencoder`` (``load_bundle``) or, from
+    ``load_bundle(..., encoder_only=True)``, just the encoder ``nn.Module`` (no Lightning import)."""
+
     path: Path
     manifest: dict
-    model: RegimeAutoencoder
+    model: torch.nn.Module
     scaler: GlobalScaler
     clusterer: object
     config: dict
@@ -83,7 +85,7 @@ def _split_state(state: dict) -> tuple[dict, dict]:
     return plain, arrays
 
 
-def save_bundle(artifacts_dir: str | Path, *, model: RegimeAutoencoder, scaler: GlobalScaler, clusterer,
+def save_bundle(artifacts_dir: str | Path, *, model, scaler: GlobalScaler, clusterer,
                 config: dict, manifest: dict, metrics: dict, regime_stats: dict, name: str | None = None,
                 update_latest: bool = True) -> Path:
     """Write a bundle under ``<artifacts_dir>/bundles/<name>`` atomically; return its path."""
@@ -143,7 +145,7 @@ def resolve_bundle_path(path: str | Path) -> Path:
     raise BundleError(f"{p} is not a bundle (no manifest.json) and has no 'latest' bundle; train one first")
 
 
-def load_bundle(path: str | Path) -> Bundle:
+def load_bundle(path: str | Path, encoder_only: bool = False) -> Bundle:
     """Load and verify a bundle; any missing, corrupt or incompatible part raises BundleError."""
     root = resolve_bundle_path(path)
     try:
@@ -160,8 +162,8 @@ def load_bundle(path: str | Path) -> Bundle:
             raise BundleError(f"corrupt bundle {root}: {fname} does not match its checksum")
     try:
         hparams = json.loads((root / "model.json").read_text())
-        model = RegimeAutoencoder(**hparams)
-        model.load_state_dict(load_file(root / "model.safetensors"))
+        weights = load_file(root / "model.safetensors")
+        model = _encoder(hparams, weights) if encoder_only else _autoencoder(hparams, weights)
         model.eval()
         scaler = GlobalScaler.from_state(json.loads((root / "scaler.json").read_text()))
         state = json.loads((root / "clusterer.json").read_text())
@@ -176,3 +178,22 @@ def load_bundle(path: str | Path) -> Bundle:
     except Exception as err:  # any parse/shape mismatch means the bundle cannot be used
         raise BundleError(f"incompatible or corrupt bundle {root}: {type(err).__name__}: {err}") from None
     return Bundle(root, manifest, model, scaler, clusterer, config, metrics, stats)
+
+
+def _autoencoder(hparams: dict, weights: dict) -> torch.nn.Module:
+    from market_regimes.model import RegimeAutoencoder
+
+    model = RegimeAutoencoder(**hparams)
+    model.load_state_dict(weights)
+    return model
+
+
+def _encoder(hparams: dict, weights: dict) -> torch.nn.Module:
+    """The plain encoder of a ``RegimeAutoencoder`` from its constructor arguments and weights."""
+    from market_regimes.model.networks import make_encoder
+
+    encoder = make_encoder(hparams["encoder"], hparams["n_features"], hparams["latent_dim"], hparams["window"],
+                           hidden=hparams.get("hidden", 64), n_layers=hparams.get("n_layers", 3),
+                           dropout=hparams.get("dropout", 0.1), **(hparams.get("encoder_kwargs") or {}))
+    encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in weights.items() if k.startswith("encoder.")})
+    return encoder

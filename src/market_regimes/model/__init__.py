@@ -1,6 +1,17 @@
-"""Model stage: window encoders/decoder (plain modules) and the training LightningModule."""
+"""Model stage: window encoders/decoder (plain modules) and the training LightningModule.
 
-from market_regimes.model.module import RegimeAutoencoder, encode
+``RegimeAutoencoder`` (which needs Lightning) is imported on first use, so inference can load
+the plain encoder without paying for the Lightning import.
+"""
+
 from market_regimes.model.networks import ConvDecoder, ConvEncoder, GRUEncoder, TransformerEncoder, make_encoder
 
 __all__ = ["RegimeAutoencoder", "encode", "ConvDecoder", "ConvEncoder", "GRUEncoder", "TransformerEncoder", "make_encoder"]
+
+
+def __getattr__(name):
+    if name in ("RegimeAutoencoder", "encode"):
+        from market_regimes.model import module
+
+        return getattr(module, name)
+    raise AttributeError(name)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from market_regimes.model.networks import ConvDecoder, make_encoder
+from market_regimes.model.networks import ConvDecoder, flatten_windows, make_encoder
 
 
 class RegimeAutoencoder(L.LightningModule):
@@ -32,13 +32,7 @@ class RegimeAutoencoder(L.LightningModule):
                                     dropout=dropout, **(encoder_kwargs or {}))
         self.decoder = ConvDecoder(n_features, latent_dim, window, hidden)
 
-    @staticmethod
-    def _flat(x: torch.Tensor) -> torch.Tensor:
-        """Market-mode (B, A, W, F) -> (B, W, A*F); per-asset (B, W, F) unchanged."""
-        if x.dim() == 4:
-            b, a, w, f = x.shape
-            return x.permute(0, 2, 1, 3).reshape(b, w, a * f)
-        return x
+    _flat = staticmethod(flatten_windows)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Window(s) -> latent (B, D)."""

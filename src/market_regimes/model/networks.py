@@ -6,6 +6,14 @@ import torch
 from torch import nn
 
 
+def flatten_windows(x: torch.Tensor) -> torch.Tensor:
+    """Market-mode windows (B, A, W, F) -> (B, W, A*F); per-asset (B, W, F) unchanged."""
+    if x.dim() == 4:
+        b, a, w, f = x.shape
+        return x.permute(0, 2, 1, 3).reshape(b, w, a * f)
+    return x
+
+
 class ResidualConvBlock(nn.Module):
     """Two dilated 1-D convolutions with a residual connection; keeps the length W."""
 

@@ -347,6 +347,26 @@ def _forward(loss: np.ndarray, plan: _Lockstep, penalty: float) -> np.ndarray:
     return out
 
 
+def _forward_window(loss: np.ndarray, lengths: np.ndarray, penalty: float, memory: int) -> np.ndarray:
+    """Forward costs with a finite memory: row t's costs come from the recursion of
+    :func:`_forward` started afresh at row ``max(sequence start, t - memory + 1)``.
+
+    The label of a row then depends on the last ``memory`` rows only, so it can be reproduced
+    exactly from a bounded stretch of history (fast inference) while staying causal. The loop
+    runs over the ``memory`` offsets, each step vectorised over all rows.
+    """
+    n = len(loss)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    back = np.minimum(np.arange(n) - starts, memory - 1)  # rows between the window start and t
+    V = np.empty_like(loss)
+    for o in range(int(back.max()) if n else -1, -1, -1):
+        act = np.flatnonzero(back >= o)
+        step = loss[act - o]
+        cur = np.where((back[act] == o)[:, None], step, np.minimum(V[act], penalty) + step)
+        V[act] = cur - cur.min(axis=1, keepdims=True)
+    return V
+
+
 def _backtrack(V: np.ndarray, plan: _Lockstep, penalty: float) -> np.ndarray:
     """Viterbi labels from the forward costs, by pointer doubling instead of a loop over time.
 
@@ -392,7 +412,8 @@ class JumpRegimes(RegimeClusterer):
 
     ``predict`` is the Viterbi path of each sequence: *non-causal*, a label can change when later
     rows arrive. ``predict_online`` is causal: argmin of the forward cost V_t(k) (best path of
-    rows <= t ending in k) at each row, without backtracking. ``predict_proba_online``:
+    rows <= t ending in k) at each row, without backtracking. With ``online_memory=M`` the path
+    only covers the last M rows, so a label is reproducible from M rows of history. ``predict_proba_online``:
     ``softmax(-(V_t - min V_t) / temperature_)`` with ``temperature_ = 2 * sigma2`` of the fitted
     regimes (module docstring), so the penalty costs ``penalty / temperature_`` in log-odds.
     ``score``: minus the objective per row on the Viterbi path (higher is better).
@@ -403,9 +424,10 @@ class JumpRegimes(RegimeClusterer):
     _state_scalars = ("temperature_", "jump_penalty_")
 
     def __init__(self, n_regimes: int = 4, jump_penalty: float | str = "auto", n_init: int = 10,
-                 max_iter: int = 100, random_state: int | None = None):
+                 max_iter: int = 100, random_state: int | None = None, online_memory: int | None = None):
         self.n_regimes = n_regimes
         self.jump_penalty = jump_penalty
+        self.online_memory = online_memory
         self.n_init = n_init
         self.max_iter = max_iter
         self.random_state = random_state
@@ -466,7 +488,10 @@ class JumpRegimes(RegimeClusterer):
         return new
 
     def _energy(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        return _forward(_sq_dists(X, self.centroids_), _Lockstep(lengths), self.jump_penalty_)
+        loss = _sq_dists(X, self.centroids_)
+        if self.online_memory:
+            return _forward_window(loss, lengths, self.jump_penalty_, int(self.online_memory))
+        return _forward(loss, _Lockstep(lengths), self.jump_penalty_)
 
     def predict(self, X: Any, lengths: Any = None) -> Any:
         """(N,) Viterbi labels per sequence. NON-CAUSAL: uses later rows of the sequence."""
