@@ -102,8 +102,10 @@ class WindowDataModule(L.LightningDataModule):
 
     def __init__(self, windows: WindowSet, fit_keys, val_keys, mode: str = "asset", batch_size: int = 256,
                  num_workers: int = 0, pin_memory: bool = False, seed: int = 0, positive_offset: int = 0,
-                 windows_per_epoch: int | None = None, positive: str = "cross_asset"):
+                 windows_per_epoch: int | None = None, positive: str = "cross_asset",
+                 positive_min_offset: int | None = None):
         super().__init__()
+        self.positive_min_offset = positive_min_offset
         self.positive = positive
         self.windows_per_epoch = windows_per_epoch
         self.positive_offset = positive_offset
@@ -119,7 +121,8 @@ class WindowDataModule(L.LightningDataModule):
         """Shuffled training loader draws ``windows_per_epoch`` windows (without replacement) per
         epoch: neighbouring windows overlap in W-1 bars, so a random subset per epoch covers the
         data at a fraction of the cost; None uses every window."""
-        dataset = WindowDataset(self.windows, keys, self.mode, self.positive_offset, self.seed, self.positive)
+        dataset = WindowDataset(self.windows, keys, self.mode, self.positive_offset, self.seed, self.positive,
+                                self.positive_min_offset)
         gen = torch.Generator().manual_seed(self.seed)
         sampler = None
         if shuffle:

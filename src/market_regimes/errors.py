@@ -14,3 +14,15 @@ class DataError(MarketRegimesError, ValueError):
 
 class ConfigError(MarketRegimesError, ValueError):
     """An invalid configuration value."""
+
+
+def checked_options(cls, values, group: str) -> dict:
+    """``values`` as a plain dict, raising ConfigError for keys that are not fields of dataclass ``cls``."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)}
+    values = dict(values or {})
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown {group} option(s) {unknown}; known: {sorted(known)}")
+    return values

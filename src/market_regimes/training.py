@@ -178,11 +178,13 @@ def run_training(cfg) -> TrainResult:
     positive_offset = int(mcfg.pop("positive_offset", 0)) if mcfg.get("w_temporal", 0) > 0 else 0
     mcfg.pop("positive_offset", None)
     positive = mcfg.pop("positive", "cross_asset")
+    positive_min_offset = mcfg.pop("positive_min_offset", None)
     n_features = len(windows.names) * (len(windows.symbols) if mode == "market" else 1)
     model = RegimeAutoencoder(n_features=n_features, window=windows.length, **mcfg)
     dm = WindowDataModule(windows, fit_keys, val_keys, mode=mode, batch_size=int(cfg.train.batch_size),
                           num_workers=int(cfg.train.num_workers), seed=seed, positive_offset=positive_offset,
                           windows_per_epoch=cfg.train.get("windows_per_epoch"), positive=positive,
+                          positive_min_offset=positive_min_offset,
                           pin_memory=cfg.trainer.get("accelerator") not in ("cpu", None))
     ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0)
     trainer = build_trainer(cfg, run_dir, [ckpt])

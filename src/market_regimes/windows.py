@@ -12,13 +12,13 @@ A window exists only where all W rows are valid feature rows, so it never spans 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from fnmatch import fnmatch
 
 import numpy as np
 import pandas as pd
 
-from market_regimes.errors import ConfigError, DataError
+from market_regimes.errors import ConfigError, DataError, checked_options
 from market_regimes.features import FeatureSet
 from market_regimes.features.ops import run_length
 
@@ -38,11 +38,7 @@ class WindowConfig:
 
     @classmethod
     def from_dict(cls, values) -> "WindowConfig":
-        known = {f.name for f in fields(cls)}
-        values = dict(values or {})
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown window option(s) {unknown}; known: {sorted(known)}")
+        values = checked_options(cls, values, "window")
         if values.get("exclude_features") is not None:
             values["exclude_features"] = tuple(str(p) for p in values["exclude_features"])
         cfg = cls(**values)

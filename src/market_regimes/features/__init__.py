@@ -9,13 +9,13 @@ feature window touches a gap or the pre-listing period) and every feature is fin
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from market_regimes.data.panel import Panel
-from market_regimes.errors import ConfigError, DataError
+from market_regimes.errors import ConfigError, DataError, checked_options
 from market_regimes.features.asset import asset_features, log_returns
 from market_regimes.features.cross import cross_features
 from market_regimes.features.market import market_features
@@ -51,11 +51,7 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, values) -> "FeatureConfig":
-        known = {f.name for f in fields(cls)}
-        values = dict(values or {})
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown features option(s) {unknown}; known: {sorted(known)}")
+        values = checked_options(cls, values, "features")
         for key in ("vol_horizons", "macd"):
             if key in values and values[key] is not None:
                 values[key] = tuple(int(v) for v in values[key])
