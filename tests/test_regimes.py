@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
@@ -20,6 +19,7 @@ from market_regimes.regimes import (
     GMMRegimes,
     JumpRegimes,
     KMeansRegimes,
+    NotFittedError,
     align_centroids,
     align_to_reference,
     apply_mapping,

@@ -16,6 +16,7 @@ from market_regimes.regimes.clusterers import (
     GMMRegimes,
     JumpRegimes,
     KMeansRegimes,
+    NotFittedError,
     RegimeClusterer,
 )
 from market_regimes.regimes.labels import (
@@ -25,13 +26,13 @@ from market_regimes.regimes.labels import (
     canonical_order,
     relabel,
 )
-from market_regimes.regimes.selection import SelectionResult, select_n_regimes
 
 __all__ = [
     "CLUSTERERS",
     "GMMRegimes",
     "JumpRegimes",
     "KMeansRegimes",
+    "NotFittedError",
     "RegimeClusterer",
     "SelectionResult",
     "align_centroids",
@@ -43,6 +44,15 @@ __all__ = [
     "relabel",
     "select_n_regimes",
 ]
+
+
+def __getattr__(name: str):
+    # model selection needs scikit-learn's metrics; imported on first use (inference never does)
+    if name in ("SelectionResult", "select_n_regimes"):
+        from market_regimes.regimes import selection
+
+        return getattr(selection, name)
+    raise AttributeError(name)
 
 
 def make_clusterer(name: str, n_regimes: int, **params: Any) -> RegimeClusterer:

@@ -25,14 +25,11 @@ ending in each regime, of which the jump penalty is the log transition cost in t
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
-from sklearn.cluster import KMeans, kmeans_plusplus
-from sklearn.mixture import GaussianMixture
-from sklearn.utils.validation import check_is_fitted
 
 from market_regimes.errors import ConfigError, DataError
 
@@ -100,7 +97,41 @@ def _check_perm(perm: Any, k: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- common base
-class RegimeClusterer(BaseEstimator):
+class NotFittedError(ValueError, AttributeError):
+    """A clusterer was used before ``fit`` (same bases as scikit-learn's NotFittedError)."""
+
+
+def check_is_fitted(est: Any) -> None:
+    """Raise NotFittedError unless ``est`` has a learned attribute (a name ending in ``_``)."""
+    if not any(k.endswith("_") and not k.startswith("__") for k in vars(est)):
+        raise NotFittedError(f"this {type(est).__name__} is not fitted yet; call fit first")
+
+
+class _Params:
+    """scikit-learn's parameter protocol (``get_params``/``set_params``, so ``sklearn.base.clone``
+    works) without importing scikit-learn, which keeps inference start-up fast; the scikit-learn
+    estimators used for fitting are imported when a fit needs them."""
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        return sorted(p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs"))
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> "_Params":
+        for name, value in params.items():
+            if name not in self._param_names():
+                raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+class RegimeClusterer(_Params):
     """Shared interface; subclasses define ``_fit``, ``_energy`` and their state arrays."""
 
     kind: ClassVar[str] = ""
@@ -204,6 +235,8 @@ class KMeansRegimes(RegimeClusterer):
         self.random_state = random_state
 
     def _fit(self, X: np.ndarray, lengths: np.ndarray) -> None:
+        from sklearn.cluster import KMeans
+
         km = KMeans(self.n_regimes, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
                     random_state=self.random_state).fit(X)
         self.centroids_ = km.cluster_centers_.copy()
@@ -247,6 +280,8 @@ class GMMRegimes(RegimeClusterer):
     def _fit(self, X: np.ndarray, lengths: np.ndarray) -> None:
         if self.covariance_type not in ("full", "tied", "diag", "spherical"):
             raise ConfigError(f"covariance_type must be full, tied, diag or spherical, got {self.covariance_type!r}")
+        from sklearn.mixture import GaussianMixture
+
         gm = GaussianMixture(self.n_regimes, covariance_type=self.covariance_type, reg_covar=self.reg_covar,
                              n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
                              random_state=self.random_state).fit(X)
@@ -257,6 +292,8 @@ class GMMRegimes(RegimeClusterer):
         self._restore()
 
     def _restore(self) -> None:
+        from sklearn.mixture import GaussianMixture
+
         gm = GaussianMixture(self.n_regimes, covariance_type=self.covariance_type, reg_covar=self.reg_covar)
         for name in self._state_arrays:
             setattr(gm, name, getattr(self, name))
@@ -434,6 +471,8 @@ class JumpRegimes(RegimeClusterer):
 
     def _fit(self, X: np.ndarray, lengths: np.ndarray) -> None:
         rng = np.random.default_rng(self.random_state)
+        from sklearn.cluster import KMeans, kmeans_plusplus
+
         km = KMeans(self.n_regimes, n_init=min(self.n_init, 10), random_state=int(rng.integers(2**31))).fit(X)
         self.jump_penalty_ = self._resolve_penalty(km.inertia_ / X.size)
         plan = _Lockstep(lengths)
