@@ -81,10 +81,12 @@ def test_no_window_spans_a_gap(long_table):
 
 def test_stride_and_time_filters(features):
     ws, _ = build_windows(features, WindowConfig(length=16, stride=5, train_fraction=0.6))
-    a, t = ws.keys()
-    assert (t % 5 == 0).all()
-    a2, t2 = ws.keys(end=ws.train_end)
+    a, t = ws.keys(strided=True)
+    assert (t % 5 == 0).all() and len(t) < len(ws.keys()[1]) / 4  # every window stays labelable
+    a2, t2 = ws.keys(end=ws.train_end, strided=True)
     assert (ws.index[t2] <= ws.train_end).all() and len(t2) < len(t)
+    fit, _ = time_split(ws, 0.2)
+    assert (fit[1] % 5 == 0).all()
 
 
 def test_train_end_date_includes_the_whole_day(features):

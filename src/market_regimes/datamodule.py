@@ -83,9 +83,9 @@ def time_split(windows: WindowSet, val_fraction: float = 0.15, mode: str = "asse
     validation, separated from the fitting windows by a purge of one window length so that no
     validation window shares a bar with a fitting window. Returns (fit_keys, val_keys)."""
     if mode == "asset":
-        a, t = windows.keys(end=windows.train_end)
+        a, t = windows.keys(end=windows.train_end, strided=True)
     else:
-        t = windows.market_keys(end=windows.train_end)
+        t = windows.market_keys(end=windows.train_end, strided=True)
         a = np.full_like(t, -1)
     if val_fraction > 0 and len(t):
         cut = np.quantile(t, 1.0 - val_fraction)

@@ -12,7 +12,6 @@ bundle's in-sample regime statistics of the training period.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import numpy as np
@@ -44,11 +43,11 @@ def load_bundle_market(bundle: Bundle, data_path: str | None = None) -> MarketDa
 
 
 def scaled_windows(bundle: Bundle, market: MarketData, at=None) -> WindowSet:
-    """Windows (every bar, stride 1) of the data up to ``at``, scaled with the bundle's scaler."""
+    """Windows of the data up to ``at``, scaled with the bundle's scaler."""
     panel = market.panel if at is None else market.panel.select(end=at)
     if len(panel.index) == 0:
         raise DataError(f"no data at or before {at}")
-    wcfg = dataclasses.replace(WindowConfig.from_dict(bundle.config["window"]), stride=1)
+    wcfg = WindowConfig.from_dict(bundle.config["window"])
     try:
         features = build_features(panel, FeatureConfig.from_dict(bundle.config["features"]), market.sentiment)
         windows, _ = build_windows(features, wcfg, scaler=bundle.scaler)

@@ -30,22 +30,31 @@ def _save(fig, path: Path) -> Path:
 
 
 def regimes_over_price(path: Path, close: pd.DataFrame, labels: pd.DataFrame, k: int, names=None) -> Path:
-    """Each asset's log price with its regime as coloured background."""
+    """Each asset's log price with its regime as coloured background (one image strip per asset,
+    so the cost does not grow with the number of regime switches)."""
+    from matplotlib.colors import ListedColormap
+    import matplotlib.dates as mdates
+
     symbols = list(labels.columns[:MAX_ASSETS_PLOTTED])
     fig, axes = plt.subplots(len(symbols), 1, figsize=(12, 2.4 * len(symbols)), sharex=True, squeeze=False)
     colors = _colors(k)
+    cmap = ListedColormap(colors)
+    x0, x1 = mdates.date2num(close.index[0]), mdates.date2num(close.index[-1])
     for ax, sym in zip(axes[:, 0], symbols):
-        lab = labels[sym].to_numpy()
-        ax.plot(close.index, np.log(close[sym]), color="black", lw=0.7)
-        change = np.flatnonzero(np.diff(lab, prepend=-2) != 0)
-        bounds = np.append(change, len(lab))
-        for s, e in zip(bounds[:-1], bounds[1:]):
-            if lab[s] >= 0:
-                ax.axvspan(close.index[s], close.index[min(e, len(lab) - 1)], color=colors[lab[s]], alpha=0.3, lw=0)
+        lab = np.ma.masked_less(labels[sym].to_numpy(), 0)
+        logp = np.log(close[sym])
+        lo, hi = np.nanmin(logp), np.nanmax(logp)
+        pad = 0.05 * (hi - lo if hi > lo else 1.0)
+        ax.imshow(lab[None, :], aspect="auto", cmap=cmap, vmin=-0.5, vmax=k - 0.5, alpha=0.35,
+                  extent=(x0, x1, lo - pad, hi + pad), interpolation="nearest", origin="lower")
+        ax.plot(close.index, logp, color="black", lw=0.7)
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(lo - pad, hi + pad)
         ax.set_ylabel(f"{sym}\nlog price")
+    axes[-1, 0].xaxis_date()
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[i], alpha=0.4) for i in range(k)]
-    axes[0, 0].legend(handles, [f"{i}: {names[i]}" if names and i in names else str(i) for i in range(k)], loc="upper left",
-                      fontsize=8, ncol=min(k, 4))
+    axes[0, 0].legend(handles, [f"{i}: {names[i]}" if names and i in names else str(i) for i in range(k)],
+                      loc="upper left", fontsize=8, ncol=min(k, 4))
     return _save(fig, path)
 
 

@@ -62,7 +62,7 @@ def sequence_lengths(asset_idx: np.ndarray, end_idx: np.ndarray, step: int = 1) 
     return np.diff(np.append(starts, len(end_idx)))
 
 
-def encode_windows(model: RegimeAutoencoder, windows: WindowSet, mode: str = "asset", stride: int = 1,
+def encode_windows(model: RegimeAutoencoder, windows: WindowSet, mode: str = "asset",
                    batch_size: int = 2048) -> Latents:
     """Encode every valid window (market mode: one per end bar, repeated for each asset)."""
     model.eval()
@@ -86,7 +86,7 @@ def encode_windows(model: RegimeAutoencoder, windows: WindowSet, mode: str = "as
         t = np.tile(t_m, n_a)
         zs = [np.tile(np.concatenate(zs), (n_a, 1))] if zs else []
     z = np.concatenate(zs) if zs else np.zeros((0, model.hparams.latent_dim), dtype=np.float32)
-    return Latents(z.astype(np.float64), a, t, sequence_lengths(a, t, stride))
+    return Latents(z.astype(np.float64), a, t, sequence_lengths(a, t))
 
 
 def order_key(prep: Prepared, latents: Latents) -> np.ndarray:
@@ -200,7 +200,7 @@ def run_training(cfg) -> TrainResult:
     model = model.cpu()
 
     t0 = time.perf_counter()
-    latents = encode_windows(model, windows, mode, int(cfg.window.stride))
+    latents = encode_windows(model, windows, mode)
     key = order_key(prep, latents)
     in_train = windows.index[latents.end_idx] <= windows.train_end
     clusterer, selection = fit_regimes(latents.select(in_train), key[in_train], cfg.cluster, seed)

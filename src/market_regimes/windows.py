@@ -26,7 +26,7 @@ from market_regimes.features.ops import run_length
 @dataclass(frozen=True)
 class WindowConfig:
     length: int = 48
-    stride: int = 1
+    stride: int = 1  # training windows end on every stride-th bar; labels still cover every bar
     mode: str = "asset"  # asset | market
     scaler: str = "robust"  # robust | standard
     clip: float = 5.0
@@ -127,8 +127,10 @@ class WindowSet:
     """Scaled features plus the index of every valid window.
 
     X: (A, T, F) float32 scaled values, 0 on invalid rows (never inside a valid window);
-    ends: (A, T) bool, True where a valid window of ``length`` bars ends at bar t (and t is on the
-    stride); index/symbols/names as in :class:`FeatureSet`.
+    ends: (A, T) bool, True where a valid window of ``length`` bars ends at bar t;
+    index/symbols/names as in :class:`FeatureSet`. ``stride`` thins the *training* keys
+    (``strided=True``: end bars on the stride grid) since neighbouring windows overlap; encoding
+    and labelling use every valid window.
     """
 
     X: np.ndarray
@@ -138,21 +140,22 @@ class WindowSet:
     names: list[str]
     length: int
     train_end: pd.Timestamp
+    stride: int = 1
 
     @property
     def view(self) -> np.ndarray:
         """(A, T - W + 1, F, W) read-only strided view: ``view[a, s]`` is the window starting at s."""
         return np.lib.stride_tricks.sliding_window_view(self.X, self.length, axis=1)
 
-    def keys(self, start=None, end=None) -> tuple[np.ndarray, np.ndarray]:
+    def keys(self, start=None, end=None, strided: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(asset_idx, end_idx) of per-asset windows whose end bar time is within [start, end]."""
-        a, t = np.nonzero(self.ends & self._time_mask(start, end)[None, :])
+        a, t = np.nonzero(self.ends & self._time_mask(start, end, strided)[None, :])
         order = np.lexsort((a, t))  # chronological, then by asset
         return a[order], t[order]
 
-    def market_keys(self, start=None, end=None) -> np.ndarray:
+    def market_keys(self, start=None, end=None, strided: bool = False) -> np.ndarray:
         """End indices where every asset has a valid window (market mode)."""
-        return np.nonzero(self.ends.all(axis=0) & self._time_mask(start, end))[0]
+        return np.nonzero(self.ends.all(axis=0) & self._time_mask(start, end, strided))[0]
 
     def gather(self, asset_idx: np.ndarray, end_idx: np.ndarray) -> np.ndarray:
         """Per-asset windows, (B, W, F) float32 (a copy of just this batch)."""
@@ -163,8 +166,10 @@ class WindowSet:
         starts = np.asarray(end_idx) - self.length + 1
         return self.view[:, starts].transpose(1, 0, 3, 2)
 
-    def _time_mask(self, start, end) -> np.ndarray:
+    def _time_mask(self, start, end, strided: bool = False) -> np.ndarray:
         mask = np.ones(len(self.index), dtype=bool)
+        if strided:
+            mask &= np.arange(len(self.index)) % self.stride == 0
         if start is not None:
             mask &= np.asarray(self.index >= pd.Timestamp(start))
         if end is not None:
@@ -192,10 +197,10 @@ def build_windows(features: FeatureSet, cfg: WindowConfig | None = None, scaler:
     X = scaler.transform(features.values)
     X[~features.valid] = 0.0
     ends = run_length(features.valid.T).T >= cfg.length
-    ends &= (np.arange(len(features.index)) % cfg.stride == 0)[None, :]
     if not ends.any():
         raise DataError(
             f"no valid window of {cfg.length} bars: each needs {cfg.length} consecutive valid feature rows; "
             "load more history or shorten window.length"
         )
-    return WindowSet(X, ends, features.index, features.symbols, features.names, cfg.length, train_end), scaler
+    return WindowSet(X, ends, features.index, features.symbols, features.names, cfg.length, train_end,
+                     cfg.stride), scaler
