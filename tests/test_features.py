@@ -155,3 +155,18 @@ def test_single_asset_panel_builds_without_cross_sectional_features(long_table):
     fs = build_features(to_panel(long_table[long_table.symbol == "BTCUSDT"]), SMALL)
     assert "mean_corr_12" not in fs.names and "corr_ref_24" not in fs.names
     assert fs.valid.any()
+
+
+def test_linear_recursion_matches_the_loop_and_ignores_appended_rows():
+    from market_regimes.numerics import linear_recursion
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((200, 2))
+    expected = np.zeros_like(x)
+    acc = np.zeros(2)
+    for t in range(len(x)):
+        acc = 0.93 * acc + x[t]
+        expected[t] = acc
+    np.testing.assert_allclose(linear_recursion(x, 0.93), expected, rtol=1e-11, atol=1e-12)
+    longer = np.vstack([x, rng.standard_normal((77, 2))])
+    np.testing.assert_array_equal(linear_recursion(longer, 0.93)[:200], linear_recursion(x, 0.93))

@@ -46,10 +46,10 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from scipy.signal import lfilter
 
 from market_regimes.data.panel import interval_to_timedelta
 from market_regimes.errors import ConfigError
+from market_regimes.numerics import linear_recursion
 
 _KNOWN_ASSETS: dict[str, tuple[float, float]] = {  # name -> (starting price, vol scale = beta)
     "BTCUSDT": (30000.0, 1.0), "ETHUSDT": (2000.0, 1.25), "BNBUSDT": (300.0, 1.4),
@@ -353,6 +353,6 @@ def _volume(
     base = _BASE_QUOTE_VOLUME * 0.7 ** np.minimum(np.arange(n), 10) / p0  # base-asset units
     regime_level = 0.5 * np.log(rel_vol)  # (T,)
     shock_level = 0.3 * (np.abs(z) - 0.8)  # E|z| ~ 0.8
-    ar = lfilter([np.sqrt(1 - 0.95**2) * 0.3], [1.0, -0.95], rng.standard_normal((n_bars, n)), axis=0)
+    ar = np.sqrt(1 - 0.95**2) * 0.3 * linear_recursion(rng.standard_normal((n_bars, n)), 0.95)
     noise = ar + 0.25 * rng.standard_normal((n_bars, n))
     return base[None, :] * np.exp(regime_level[:, None] + shock_level + noise)

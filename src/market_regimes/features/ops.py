@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
+
+from market_regimes.numerics import linear_recursion
 
 
 def rolling(frame: pd.DataFrame, window: int):
@@ -39,7 +40,7 @@ def ewm_mean(x: np.ndarray | pd.DataFrame, alpha: float) -> np.ndarray:
         x = x[:, None]
     beta = 1.0 - alpha
     finite = np.isfinite(x)
-    s = lfilter([1.0], [1.0, -beta], np.where(finite, x, 0.0), axis=0)
+    s = linear_recursion(np.where(finite, x, 0.0), beta)
     n = run_length(finite)  # bars in the current run, including t
     t = np.arange(x.shape[0])[:, None]
     start = t - n + 1  # first row of the run

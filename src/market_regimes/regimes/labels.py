@@ -12,8 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial.distance import cdist
 
 from market_regimes.errors import DataError
 
@@ -102,6 +100,8 @@ def align_to_reference(ref_labels: Any, new_labels: Any, n_regimes: int | None =
     n_ref = _n_labels(ref, n_ref_regimes, "ref_labels")
     both = (ref >= 0) & (new >= 0)
     overlap = np.bincount(new[both] * n_ref + ref[both], minlength=n_new * n_ref).reshape(n_new, n_ref)
+    from scipy.optimize import linear_sum_assignment  # here, not at import: keeps inference start-up fast
+
     rows, cols = linear_sum_assignment(overlap, maximize=True)
     return _matching_to_perm(rows, cols, n_new, n_ref)
 
@@ -113,5 +113,8 @@ def align_centroids(ref_centroids: Any, new_centroids: Any) -> np.ndarray:
     new = np.asarray(new_centroids, dtype=np.float64)
     if ref.ndim != 2 or new.ndim != 2 or ref.shape[1] != new.shape[1]:
         raise DataError(f"centroids must be (K, D) with the same D, got {ref.shape} and {new.shape}")
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
     rows, cols = linear_sum_assignment(cdist(new, ref))
     return _matching_to_perm(rows, cols, len(new), len(ref))
