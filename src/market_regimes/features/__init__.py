@@ -29,7 +29,7 @@ class FeatureConfig:
     """Feature parameters; windows are in bars of the panel's interval."""
 
     reference_symbol: str = "BTCUSDT"
-    vol_horizons: tuple[int, ...] = (24, 168)
+    vol_horizons: tuple[int, ...] = (24, 72)
     downside_window: int = 24
     atr_window: int = 14
     rsi_window: int = 14
