@@ -42,7 +42,8 @@ def test_end_to_end_writes_a_loadable_bundle(trained):
     assert b.manifest["symbols"] == ["BTCUSDT", "ETHUSDT", "BNBUSDT"]
     assert b.manifest["n_regimes"] == result.metrics["n_regimes"] >= 2
     assert b.manifest["data"]["fingerprint"] and b.manifest["train_end"]
-    assert set(result.metrics["truth"]) == {"all", "train", "test"}
+    assert set(result.metrics["truth"]) == {"all", "train", "validation", "test"}
+    assert result.metrics["truth"]["validation"]["n"] < result.metrics["truth"]["train"]["n"]
     assert b.regime_stats["in_sample"]["in_sample"] is True
     assert b.regime_stats["out_of_sample"]["in_sample"] is False
     for png in ["regimes_over_price", "latent_map", "model_selection", "transition_matrix", "forward_returns"]:
@@ -181,3 +182,32 @@ def test_sweeper_and_launcher_configs_compose(overrides, tmp_path):
         assert cfg.objective == "ari"
     else:
         assert "launcher" in cfg.hydra.launcher._target_.lower()
+
+
+def test_in_sample_statistics_use_no_price_after_the_training_period(trained):
+    """Forward targets that would cross train_end are left out of the in-sample statistics."""
+    import pandas as pd
+
+    from market_regimes.data import load_market
+    from market_regimes.stats import forward_log_return
+
+    result, tmp = trained
+    b = load_bundle(tmp)
+    close = load_market(b.config["data"]).panel.close
+    inside = np.asarray(close.index <= pd.Timestamp(b.manifest["train_end"]))
+    fwd_cut = forward_log_return(close[inside], 24).to_numpy()
+    fwd_all = forward_log_return(close, 24).to_numpy()[inside]
+    assert (np.isfinite(fwd_all) & ~np.isfinite(fwd_cut)).sum() > 0  # some targets would cross the cut
+    labels = pd.read_csv(result.run_dir / "regimes.csv", index_col=0).to_numpy()[inside]
+    expected = int(((labels >= 0) & np.isfinite(fwd_cut)).sum())
+    pooled = [r for r in b.regime_stats["in_sample"]["per_asset"] if r["asset"] == "ALL"]
+    assert sum(r["n_fwd_24"] for r in pooled) == expected
+
+
+def test_market_mode_labels_every_asset_alike(tmp_path):
+    r = run_training(compose_cfg(tmp_path, ["experiment=market_mode", "trainer.max_epochs=1", "plots=false"]))
+    import pandas as pd
+
+    labels = pd.read_csv(r.run_dir / "regimes.csv", index_col=0)
+    both = labels[(labels >= 0).all(axis=1)]
+    assert len(both) > 0 and (both.nunique(axis=1) == 1).all()

@@ -18,6 +18,12 @@ def _as_batch(batch):
     return batch
 
 
+def _seed_worker(worker_id: int) -> None:
+    """Give each loader worker its own stream of positive draws (copies start identical)."""
+    info = torch.utils.data.get_worker_info()
+    info.dataset.rng = np.random.default_rng([info.dataset.seed, worker_id, info.seed % 2**32])
+
+
 class WindowDataset(Dataset):
     """Windows selected by keys. Per-asset: ``keys=(asset_idx, end_idx)``; market: ``keys=end_idx``.
 
@@ -37,6 +43,7 @@ class WindowDataset(Dataset):
         self.mode = mode
         self.positive_offset = positive_offset
         self.positive = positive
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
         if mode == "asset":
             self.asset_idx, self.end_idx = (np.asarray(k, dtype=np.int64) for k in keys)
@@ -129,6 +136,7 @@ class WindowDataModule(L.LightningDataModule):
             n = len(dataset) if not self.windows_per_epoch else min(int(self.windows_per_epoch), len(dataset))
             sampler = RandomSampler(dataset, num_samples=n, generator=gen)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=_as_batch,
+                          worker_init_fn=_seed_worker if self.num_workers > 0 else None,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0)
 

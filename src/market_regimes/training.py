@@ -203,6 +203,8 @@ def run_training(cfg) -> TrainResult:
     latents = encode_windows(model, windows, mode)
     key = order_key(prep, latents)
     in_train = windows.index[latents.end_idx] <= windows.train_end
+    if mode == "market":  # one market sequence, repeated per asset: fit on a single copy
+        in_train &= latents.asset_idx == 0
     clusterer, selection = fit_regimes(latents.select(in_train), key[in_train], cfg.cluster, seed)
     labels = clusterer.predict_online(latents.z, latents.lengths)
     cluster_s = time.perf_counter() - t0
@@ -213,8 +215,10 @@ def run_training(cfg) -> TrainResult:
     horizons = tuple(int(h) for h in cfg.stats.horizons)
     train_rows = np.asarray(windows.index <= windows.train_end)
     in_train_rows = np.broadcast_to(train_rows[:, None], frame.shape)
+    # in-sample statistics see prices up to train_end only: forward targets crossing it are NaN
     stats = {
-        "in_sample": summarize_regimes(close, frame.where(in_train_rows, -1), K, interval, horizons, in_sample=True),
+        "in_sample": summarize_regimes(close.where(in_train_rows), frame.where(in_train_rows, -1), K, interval,
+                                       horizons, in_sample=True),
         "out_of_sample": (summarize_regimes(close, frame.where(~in_train_rows, -1), K, interval, horizons,
                                             in_sample=False) if (frame.to_numpy()[~train_rows] >= 0).any() else None),
     }
@@ -232,9 +236,15 @@ def run_training(cfg) -> TrainResult:
     }
     truth = prep.market.truth
     if truth is not None:
+        val_ends = val_keys[1] if mode == "asset" else val_keys
+        val_rows = np.zeros(len(windows.index), dtype=bool)
+        if len(val_ends):
+            val_rows[int(np.min(val_ends)) :] = True
+        val_rows &= train_rows
         metrics["truth"] = {
             "all": truth_agreement(truth, frame),
             "train": truth_agreement(truth, frame, train_rows),
+            "validation": truth_agreement(truth, frame, val_rows),  # inside the training period
             "test": truth_agreement(truth, frame, ~train_rows),
         }
     plot_files = save_training_plots(run_dir, prep, frame, latents, labels, selection, stats, K) if cfg.get("plots", True) else []
@@ -274,12 +284,13 @@ def _log_to_loggers(trainer: L.Trainer, metrics: dict, plot_files: list[Path]) -
 
 
 def objective_value(result: TrainResult, name: str) -> float | None:
-    """The number a sweeper optimises (lower is better): val_loss, -ARI vs truth, or entropy rate."""
+    """The number a sweeper optimises (lower is better): val_loss, -ARI vs truth on the validation
+    part of the training period (never the test period, which stays held out), or entropy rate."""
     m = result.metrics
     if name == "val_loss":
         return m.get("val_loss")
     if name == "ari":
-        ari = (m.get("truth") or {}).get("test", {}).get("ari")
+        ari = (m.get("truth") or {}).get("validation", {}).get("ari")
         return None if ari is None else -ari
     if name == "neg_entropy_rate":
         return m.get("entropy_rate_nats_in_sample")
