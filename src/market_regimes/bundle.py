@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from market_regimes import __version__
 from market_regimes.errors import MarketRegimesError
 from market_regimes.regimes import clusterer_from_state
+from market_regimes.serialize import json_default
 from market_regimes.windows import GlobalScaler
 
 FORMAT = "market-regimes-bundle/1"
@@ -66,16 +67,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
-
-
 def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=_json_default))
+    path.write_text(json.dumps(obj, indent=2, default=json_default))
 
 
 def _split_state(state: dict) -> tuple[dict, dict]:

@@ -8,11 +8,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from market_regimes.data import MarketData, load_market
 from market_regimes.features import FeatureConfig, FeatureSet, build_features
+from market_regimes.serialize import json_default
 from market_regimes.windows import GlobalScaler, WindowConfig, WindowSet, build_windows
 
 log = logging.getLogger(__name__)
@@ -85,15 +85,9 @@ def run_prepare(cfg) -> Path:
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / "summary.json"
-    out.write_text(json.dumps(summary, indent=2, default=_json_default))
+    out.write_text(json.dumps(summary, indent=2, default=json_default))
     print(f"{len(summary['per_asset'])} assets, {summary['n_features']} features, "
           f"{summary['windows_total']} windows of {summary['window_length']} bars "
           f"({summary['windows_train']} in the training period up to {summary['train_end']}); "
           f"timings {summary['timings_s']}")
     return out
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return str(obj)

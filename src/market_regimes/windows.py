@@ -18,6 +18,7 @@ from fnmatch import fnmatch
 import numpy as np
 import pandas as pd
 
+from market_regimes.data.panel import inclusive_end
 from market_regimes.errors import ConfigError, DataError, checked_options
 from market_regimes.features import FeatureSet
 from market_regimes.features.ops import run_length
@@ -106,11 +107,7 @@ class GlobalScaler:
 def training_cutoff(index: pd.DatetimeIndex, cfg: WindowConfig) -> pd.Timestamp:
     """Last bar-open time that belongs to the training period."""
     if cfg.train_end is not None:
-        end = pd.Timestamp(cfg.train_end)
-        end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
-        if len(str(cfg.train_end).strip()) <= 10:  # a date alone: the whole day is training
-            end = end + pd.Timedelta("1D") - pd.Timedelta("1ns")
-        return end
+        return inclusive_end(cfg.train_end)  # a date alone: the whole day is training
     pos = max(int(np.ceil(cfg.train_fraction * len(index))) - 1, 0)
     return index[pos]
 

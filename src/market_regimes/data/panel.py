@@ -121,10 +121,8 @@ def to_panel(
             f"bar {bad['symbol']} {bad['timestamp']} is not on the {interval} grid "
             f"(mixed intervals, or data.interval={interval!r} does not match the data)"
         )
-    lo = _utc(start)
-    hi = _utc(end)
-    if hi is not None and isinstance(end, str) and len(end.strip()) <= 10:
-        hi = hi + pd.Timedelta("1D") - pd.Timedelta("1ns")
+    lo = to_utc(start)
+    hi = inclusive_end(end)
     keep = np.ones(len(long), dtype=bool)
     if lo is not None:
         keep &= (ts >= lo).to_numpy()
@@ -146,8 +144,18 @@ def to_panel(
     return Panel(**fields, interval=interval)
 
 
-def _utc(value) -> pd.Timestamp | None:
+def to_utc(value) -> pd.Timestamp | None:
+    """A timestamp or date as a UTC Timestamp (naive values are taken as UTC); None stays None."""
     if value is None or value == "":
         return None
     stamp = pd.Timestamp(value)
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def inclusive_end(value) -> pd.Timestamp | None:
+    """The last instant an inclusive end bound covers: a date alone (``2022-12-31``) means the
+    whole day, a timestamp means itself."""
+    stamp = to_utc(value)
+    if stamp is not None and len(str(value).strip()) <= 10:
+        stamp = stamp + pd.Timedelta("1D") - pd.Timedelta("1ns")
+    return stamp
