@@ -25,6 +25,7 @@ from market_regimes.errors import DataError
 from market_regimes.features import FeatureConfig, build_features
 from market_regimes.features.ops import run_length
 from market_regimes.model.networks import flatten_windows
+from market_regimes.regimes import sequence_lengths
 from market_regimes.windows import WindowConfig, WindowSet, build_windows
 
 DURATION_LOOKBACK = 256  # bars scanned back to count how long the asset has been in its regime
@@ -107,8 +108,7 @@ def label_history(bundle: Bundle, market: MarketData) -> pd.DataFrame:
         ends = np.flatnonzero(valid)
         if len(ends) == 0:
             continue
-        brk = np.flatnonzero(np.diff(ends) != 1)
-        lengths = np.diff(np.concatenate([[0], brk + 1, [len(ends)]]))
+        lengths = sequence_lengths(np.zeros_like(ends), ends)
         z = np.concatenate([_encode(bundle, windows, a, ends[i : i + 4096]) for i in range(0, len(ends), 4096)])
         out.iloc[ends, a] = np.asarray(bundle.clusterer.predict_online(z, lengths))
     return out

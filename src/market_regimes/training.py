@@ -25,7 +25,7 @@ from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score, normal
 from market_regimes.datamodule import WindowDataModule, time_split
 from market_regimes.model import RegimeAutoencoder, encode
 from market_regimes.pipeline import Prepared, prepare
-from market_regimes.regimes import canonical_order, make_clusterer, select_n_regimes
+from market_regimes.regimes import canonical_order, make_clusterer, select_n_regimes, sequence_lengths
 from market_regimes.stats import summarize_regimes
 from market_regimes.windows import WindowSet
 
@@ -50,16 +50,6 @@ class Latents:
     def select(self, mask: np.ndarray) -> "Latents":
         a, t = self.asset_idx[mask], self.end_idx[mask]
         return Latents(self.z[mask], a, t, sequence_lengths(a, t))
-
-
-def sequence_lengths(asset_idx: np.ndarray, end_idx: np.ndarray, step: int = 1) -> np.ndarray:
-    """Run lengths of keys (sorted by asset, then time) that follow each other by ``step`` bars."""
-    if len(end_idx) == 0:
-        return np.zeros(0, dtype=np.int64)
-    brk = np.ones(len(end_idx), dtype=bool)
-    brk[1:] = (asset_idx[1:] != asset_idx[:-1]) | (end_idx[1:] - end_idx[:-1] != step)
-    starts = np.flatnonzero(brk)
-    return np.diff(np.append(starts, len(end_idx)))
 
 
 def encode_windows(model: RegimeAutoencoder, windows: WindowSet, mode: str = "asset",

@@ -25,6 +25,7 @@ from market_regimes.regimes.labels import (
     apply_mapping,
     canonical_order,
     relabel,
+    sequence_lengths,
 )
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "make_clusterer",
     "relabel",
     "select_n_regimes",
+    "sequence_lengths",
 ]
 
 

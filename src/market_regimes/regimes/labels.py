@@ -118,3 +118,13 @@ def align_centroids(ref_centroids: Any, new_centroids: Any) -> np.ndarray:
 
     rows, cols = linear_sum_assignment(cdist(new, ref))
     return _matching_to_perm(rows, cols, len(new), len(ref))
+
+
+def sequence_lengths(asset_idx: np.ndarray, end_idx: np.ndarray, step: int = 1) -> np.ndarray:
+    """Run lengths of keys (sorted by asset, then time) that follow each other by ``step`` bars."""
+    if len(end_idx) == 0:
+        return np.zeros(0, dtype=np.int64)
+    brk = np.ones(len(end_idx), dtype=bool)
+    brk[1:] = (asset_idx[1:] != asset_idx[:-1]) | (end_idx[1:] - end_idx[:-1] != step)
+    starts = np.flatnonzero(brk)
+    return np.diff(np.append(starts, len(end_idx)))
