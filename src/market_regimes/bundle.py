@@ -11,6 +11,8 @@ Layout of one bundle directory::
     config.yaml         the resolved run configuration
     metrics.json        training metrics (losses, model selection, agreement with truth)
     regime_stats.json   per-asset regime statistics (in-sample and out-of-sample parts)
+    reference.npz       drift reference: a sample of training-period scaled features, latents,
+                        reconstruction errors and the regime occupancy (market_regimes.drift)
 
 A bundle is written into a temporary directory and renamed into place, so a crash never leaves a
 half bundle; ``<artifacts>/latest`` is then re-pointed atomically.
@@ -57,6 +59,7 @@ class Bundle:
     config: dict
     metrics: dict
     regime_stats: dict
+    reference: dict | None = None
 
 
 def _sha256(path: Path) -> str:
@@ -80,7 +83,7 @@ def _split_state(state: dict) -> tuple[dict, dict]:
 
 def save_bundle(artifacts_dir: str | Path, *, model, scaler: GlobalScaler, clusterer,
                 config: dict, manifest: dict, metrics: dict, regime_stats: dict, name: str | None = None,
-                update_latest: bool = True) -> Path:
+                update_latest: bool = True, reference: dict | None = None) -> Path:
     """Write a bundle under ``<artifacts_dir>/bundles/<name>`` atomically; return its path."""
     root = Path(artifacts_dir)
     bundles = root / "bundles"
@@ -100,6 +103,8 @@ def save_bundle(artifacts_dir: str | Path, *, model, scaler: GlobalScaler, clust
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
         _write_json(tmp / "metrics.json", metrics)
         _write_json(tmp / "regime_stats.json", regime_stats)
+        if reference is not None:
+            np.savez(tmp / "reference.npz", **reference)
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
         _write_json(tmp / "manifest.json", {"format": FORMAT, "package_version": __version__,
                                             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -166,14 +171,20 @@ def load_bundle(path: str | Path, encoder_only: bool = False) -> Bundle:
         config = OmegaConf.to_container(OmegaConf.load(root / "config.yaml"), resolve=False)
         metrics = json.loads((root / "metrics.json").read_text())
         stats = json.loads((root / "regime_stats.json").read_text())
+        reference = None
+        if (root / "reference.npz").exists():
+            with np.load(root / "reference.npz") as npz:
+                reference = {k: npz[k] for k in npz.files}
     except MarketRegimesError:
         raise
     except Exception as err:  # any parse/shape mismatch means the bundle cannot be used
         raise BundleError(f"incompatible or corrupt bundle {root}: {type(err).__name__}: {err}") from None
-    return Bundle(root, manifest, model, scaler, clusterer, config, metrics, stats)
+    return Bundle(root, manifest, model, scaler, clusterer, config, metrics, stats, reference)
 
 
 def _autoencoder(hparams: dict, weights: dict) -> torch.nn.Module:
+    if hparams.get("encoder") == "features":
+        return _encoder(hparams, weights)
     from market_regimes.model import RegimeAutoencoder
 
     model = RegimeAutoencoder(**hparams)
@@ -183,7 +194,12 @@ def _autoencoder(hparams: dict, weights: dict) -> torch.nn.Module:
 
 def _encoder(hparams: dict, weights: dict) -> torch.nn.Module:
     """The plain encoder of a ``RegimeAutoencoder`` from its constructor arguments and weights."""
-    from market_regimes.model.networks import make_encoder
+    from market_regimes.model.networks import FeatureEmbedding, make_encoder
+
+    if hparams.get("encoder") == "features":
+        model = FeatureEmbedding(**hparams)
+        model.load_state_dict(weights)
+        return model
 
     encoder = make_encoder(hparams["encoder"], hparams["n_features"], hparams["latent_dim"], hparams["window"],
                            hidden=hparams.get("hidden", 64), n_layers=hparams.get("n_layers", 3),

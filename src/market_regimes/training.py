@@ -22,9 +22,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score, normalized_mutual_info_score
 
+from market_regimes.drift import draw_sample
 from market_regimes.datamodule import WindowDataModule, time_split
 from market_regimes.model import RegimeAutoencoder, encode
-from market_regimes.pipeline import Prepared, prepare
+from market_regimes.pipeline import prepare
 from market_regimes.regimes import canonical_order, make_clusterer, select_n_regimes, sequence_lengths
 from market_regimes.stats import summarize_regimes
 from market_regimes.windows import WindowSet
@@ -52,10 +53,21 @@ class Latents:
         return Latents(self.z[mask], a, t, sequence_lengths(a, t))
 
 
-def encode_windows(model: RegimeAutoencoder, windows: WindowSet, mode: str = "asset",
+def model_device(model: torch.nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def latent_dim(model: torch.nn.Module) -> int:
+    return int(getattr(model, "latent_dim", None) or model.hparams["latent_dim"])
+
+
+def encode_windows(model: torch.nn.Module, windows: WindowSet, mode: str = "asset",
                    batch_size: int = 2048) -> Latents:
     """Encode every valid window (market mode: one per end bar, repeated for each asset)."""
     model.eval()
+    device = model_device(model)
     zs = []
     if mode == "asset":
         a, t = windows.keys()
@@ -64,27 +76,27 @@ def encode_windows(model: RegimeAutoencoder, windows: WindowSet, mode: str = "as
         with torch.no_grad():
             for i in range(0, len(t), batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(windows.gather(a[i : i + batch_size], t[i : i + batch_size])))
-                zs.append(encode(model, x.to(model.device)).cpu().numpy())
+                zs.append(encode(model, x.to(device)).cpu().numpy())
     else:
         t_m = windows.market_keys()
         with torch.no_grad():
             for i in range(0, len(t_m), batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(windows.gather_market(t_m[i : i + batch_size])))
-                zs.append(encode(model, x.to(model.device)).cpu().numpy())
+                zs.append(encode(model, x.to(device)).cpu().numpy())
         n_a = len(windows.symbols)
         a = np.repeat(np.arange(n_a), len(t_m))
         t = np.tile(t_m, n_a)
         zs = [np.tile(np.concatenate(zs), (n_a, 1))] if zs else []
-    z = np.concatenate(zs) if zs else np.zeros((0, model.hparams.latent_dim), dtype=np.float32)
+    z = np.concatenate(zs) if zs else np.zeros((0, latent_dim(model)), dtype=np.float32)
     return Latents(z.astype(np.float64), a, t, sequence_lengths(a, t))
 
 
-def order_key(prep: Prepared, latents: Latents) -> np.ndarray:
+def order_key(features, latents: Latents) -> np.ndarray:
     """Unscaled short-horizon realised volatility at each window's end bar (causal)."""
-    names = prep.features.names
+    names = features.names
     vol_names = [n for n in names if n.startswith(ORDER_FEATURE_PREFIX)]
     j = names.index(vol_names[0])
-    return prep.features.values[latents.asset_idx, latents.end_idx, j].astype(np.float64)
+    return features.values[latents.asset_idx, latents.end_idx, j].astype(np.float64)
 
 
 def label_frame(index: pd.DatetimeIndex, symbols: list[str], latents: Latents, labels: np.ndarray) -> pd.DataFrame:
@@ -133,13 +145,99 @@ def fit_regimes(latents: Latents, key: np.ndarray, cfg, seed: int):
     return clusterer, selection
 
 
-def build_trainer(cfg, run_dir: Path, callbacks=None) -> L.Trainer:
+def build_trainer(cfg, run_dir: Path, callbacks=None, loggers: bool = True) -> L.Trainer:
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    loggers = []
-    for lcfg in (cfg.get("logger") or {}).values():
+    if not loggers:
+        tcfg["enable_checkpointing"] = False
+    loggers, logger_cfgs = [], (cfg.get("logger") or {}) if loggers else {}
+    for lcfg in logger_cfgs.values():
         if lcfg and "_target_" in lcfg:
             loggers.append(instantiate(lcfg))
     return L.Trainer(**tcfg, logger=loggers or False, callbacks=callbacks or [], default_root_dir=str(run_dir))
+
+
+@dataclass
+class Fitted:
+    """One fitted stack: scaler, encoder (trained or feature-only), clusterer, and what it saw.
+
+    ``labels`` are the causal labels of every row of ``latents`` (all valid windows of
+    ``windows``); ``val_keys`` the keys held out for the autoencoder's validation loss.
+    """
+
+    model: torch.nn.Module
+    scaler: object
+    clusterer: object
+    selection: object
+    windows: WindowSet
+    latents: Latents
+    labels: np.ndarray
+    trainer: L.Trainer | None
+    val_keys: object
+    train_seconds: float
+    cluster_seconds: float
+
+
+def feature_columns(names: list[str], patterns, n_assets: int = 1) -> list[int]:
+    """Indices of the model inputs matching ``patterns`` (all when None), tiled over assets in market mode."""
+    from fnmatch import fnmatch
+
+    from market_regimes.errors import ConfigError
+
+    idx = list(range(len(names))) if not patterns else [i for i, n in enumerate(names) if any(fnmatch(n, p) for p in patterns)]
+    if not idx:
+        raise ConfigError(f"model.columns={list(patterns)} matches none of the model inputs {names}")
+    return [a * len(names) + i for a in range(n_assets) for i in idx]
+
+
+def fit_stack(cfg, features, windows: WindowSet, scaler, run_dir: Path, callbacks=None, resume=None,
+              loggers: bool = True) -> Fitted | None:
+    """Train the encoder on the training windows (or build the feature-only embedding), encode every
+    window, fit the clusterer on the training latents and label every window causally.
+    Returns None on non-zero DDP ranks."""
+    from market_regimes.model.networks import FeatureEmbedding
+
+    seed = int(cfg.seed)
+    mode = cfg.window.mode
+    fit_keys, val_keys = time_split(windows, float(cfg.train.val_fraction), mode)
+    mcfg = OmegaConf.to_container(cfg.model, resolve=True)
+    n_assets = len(windows.symbols) if mode == "market" else 1
+    n_features = len(windows.names) * n_assets
+    trainer, train_s = None, 0.0
+    if mcfg["encoder"] == "features":
+        model = FeatureEmbedding(n_features, windows.length, columns=feature_columns(windows.names, mcfg.get("columns"), n_assets),
+                                 pool=mcfg.get("pool", "last"))
+    else:
+        positive_offset = int(mcfg.pop("positive_offset", 0)) if mcfg.get("w_temporal", 0) > 0 else 0
+        mcfg.pop("positive_offset", None)
+        positive = mcfg.pop("positive", "cross_asset")
+        positive_min_offset = mcfg.pop("positive_min_offset", None)
+        model = RegimeAutoencoder(n_features=n_features, window=windows.length, **mcfg)
+        dm = WindowDataModule(windows, fit_keys, val_keys, mode=mode, batch_size=int(cfg.train.batch_size),
+                              num_workers=int(cfg.train.num_workers), seed=seed, positive_offset=positive_offset,
+                              windows_per_epoch=cfg.train.get("windows_per_epoch"), positive=positive,
+                              positive_min_offset=positive_min_offset,
+                              pin_memory=cfg.trainer.get("accelerator") not in ("cpu", None))
+        trainer = build_trainer(cfg, run_dir, callbacks, loggers=loggers)
+        log.info("training %s encoder on %d windows (%d for validation)", mcfg["encoder"],
+                 len(np.atleast_1d(fit_keys[1] if mode == "asset" else fit_keys)),
+                 len(np.atleast_1d(val_keys[1] if mode == "asset" else val_keys)))
+        t0 = time.perf_counter()
+        trainer.fit(model, datamodule=dm, ckpt_path=resume or None)
+        train_s = time.perf_counter() - t0
+        if trainer.global_rank != 0:
+            return None
+        model = model.cpu()
+
+    t0 = time.perf_counter()
+    latents = encode_windows(model, windows, mode)
+    key = order_key(features, latents)
+    in_train = windows.index[latents.end_idx] <= windows.train_end
+    if mode == "market":  # one market sequence, repeated per asset: fit on a single copy
+        in_train &= latents.asset_idx == 0
+    clusterer, selection = fit_regimes(latents.select(in_train), key[in_train], cfg.cluster, seed)
+    labels = np.asarray(clusterer.predict_online(latents.z, latents.lengths))
+    return Fitted(model, scaler, clusterer, selection, windows, latents, labels, trainer, val_keys, train_s,
+                  time.perf_counter() - t0)
 
 
 @dataclass
@@ -163,43 +261,17 @@ def run_training(cfg) -> TrainResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     prep = prepare(cfg)
     windows, mode = prep.windows, cfg.window.mode
-    fit_keys, val_keys = time_split(windows, float(cfg.train.val_fraction), mode)
-    mcfg = OmegaConf.to_container(cfg.model, resolve=True)
-    positive_offset = int(mcfg.pop("positive_offset", 0)) if mcfg.get("w_temporal", 0) > 0 else 0
-    mcfg.pop("positive_offset", None)
-    positive = mcfg.pop("positive", "cross_asset")
-    positive_min_offset = mcfg.pop("positive_min_offset", None)
-    n_features = len(windows.names) * (len(windows.symbols) if mode == "market" else 1)
-    model = RegimeAutoencoder(n_features=n_features, window=windows.length, **mcfg)
-    dm = WindowDataModule(windows, fit_keys, val_keys, mode=mode, batch_size=int(cfg.train.batch_size),
-                          num_workers=int(cfg.train.num_workers), seed=seed, positive_offset=positive_offset,
-                          windows_per_epoch=cfg.train.get("windows_per_epoch"), positive=positive,
-                          positive_min_offset=positive_min_offset,
-                          pin_memory=cfg.trainer.get("accelerator") not in ("cpu", None))
     ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0)
-    trainer = build_trainer(cfg, run_dir, [ckpt])
-    resume = cfg.train.get("resume")
-    log.info("training %s encoder on %d windows (%d for validation)", mcfg["encoder"],
-             len(np.atleast_1d(fit_keys[1] if mode == "asset" else fit_keys)),
-             len(np.atleast_1d(val_keys[1] if mode == "asset" else val_keys)))
-    t0 = time.perf_counter()
-    trainer.fit(model, datamodule=dm, ckpt_path=resume or None)
-    train_s = time.perf_counter() - t0
-    if trainer.global_rank != 0:
+    fitted = fit_stack(cfg, prep.features, windows, prep.scaler, run_dir, [ckpt], resume=cfg.train.get("resume"))
+    if fitted is None:
         return TrainResult(None, {}, run_dir)
-    model = model.cpu()
-
-    t0 = time.perf_counter()
-    latents = encode_windows(model, windows, mode)
-    key = order_key(prep, latents)
-    in_train = windows.index[latents.end_idx] <= windows.train_end
-    if mode == "market":  # one market sequence, repeated per asset: fit on a single copy
-        in_train &= latents.asset_idx == 0
-    clusterer, selection = fit_regimes(latents.select(in_train), key[in_train], cfg.cluster, seed)
-    labels = clusterer.predict_online(latents.z, latents.lengths)
-    cluster_s = time.perf_counter() - t0
+    model, clusterer, selection, latents, labels = (fitted.model, fitted.clusterer, fitted.selection,
+                                                    fitted.latents, fitted.labels)
+    trainer, val_keys = fitted.trainer, fitted.val_keys
     K = int(clusterer.n_regimes)
     frame = label_frame(windows.index, windows.symbols, latents, labels)
+    in_train_latent = windows.index[latents.end_idx] <= windows.train_end
+    reference = draw_sample(model, windows, latents, labels, in_train_latent, K, mode, seed=seed)
 
     close, interval = prep.market.panel.close, prep.market.panel.interval
     horizons = tuple(int(h) for h in cfg.stats.horizons)
@@ -214,9 +286,9 @@ def run_training(cfg) -> TrainResult:
     }
     metrics = {
         "n_regimes": K,
-        "train_seconds": round(train_s, 2),
-        "cluster_seconds": round(cluster_s, 2),
-        "epochs": int(trainer.current_epoch),
+        "train_seconds": round(fitted.train_seconds, 2),
+        "cluster_seconds": round(fitted.cluster_seconds, 2),
+        "epochs": int(trainer.current_epoch) if trainer is not None else 0,
         "val_loss": _metric(trainer, "val_loss"),
         "train_loss": _metric(trainer, "train/loss"),
         "model_selection": selection.table.reset_index().to_dict(orient="records") if selection is not None else None,
@@ -249,15 +321,17 @@ def run_training(cfg) -> TrainResult:
     plain_cfg = OmegaConf.to_container(cfg, resolve=True)
     bundle_path = save_bundle(cfg.paths.artifacts_dir, model=model, scaler=prep.scaler, clusterer=clusterer,
                               config=plain_cfg, manifest=manifest, metrics=metrics, regime_stats=stats,
-                              name=cfg.bundle.get("name"), update_latest=bool(cfg.bundle.update_latest))
+                              name=cfg.bundle.get("name"), update_latest=bool(cfg.bundle.update_latest),
+                              reference=reference.to_arrays())
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     frame.to_csv(run_dir / "regimes.csv") if len(frame) * len(frame.columns) < 5_000_000 else None
-    _log_to_loggers(trainer, metrics, plot_files)
+    if trainer is not None:
+        _log_to_loggers(trainer, metrics, plot_files)
     return TrainResult(bundle_path, metrics, run_dir)
 
 
-def _metric(trainer: L.Trainer, name: str) -> float | None:
-    value = trainer.callback_metrics.get(name)
+def _metric(trainer: L.Trainer | None, name: str) -> float | None:
+    value = None if trainer is None else trainer.callback_metrics.get(name)
     return None if value is None else float(value)
 
 

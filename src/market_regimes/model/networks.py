@@ -96,6 +96,38 @@ class ConvDecoder(nn.Module):
         return self.net(h).transpose(1, 2)  # (B, W, F)
 
 
+class FeatureEmbedding(nn.Module):
+    """The feature-only path: no training, the latent is hand-made from the scaled window.
+
+    ``pool="last"``: the window's last bar (the features at the end bar, a causal snapshot);
+    ``"mean"``: the mean over the window; ``"last_mean"``: both, concatenated. ``columns`` picks
+    input columns (indices into the flattened ``A*F`` or ``F`` axis; None: all). Same call
+    signature as the trained encoders, so clustering, bundles and inference treat it alike.
+    """
+
+    def __init__(self, n_features: int, window: int, encoder: str = "features", columns: list[int] | None = None,
+                 pool: str = "last", **_ignored):
+        super().__init__()
+        if pool not in ("last", "mean", "last_mean"):
+            from market_regimes.errors import ConfigError
+
+            raise ConfigError(f"unknown model.pool={pool!r}; use last, mean or last_mean")
+        cols = list(range(n_features)) if columns is None else [int(c) for c in columns]
+        self.hparams = {"n_features": int(n_features), "window": int(window), "encoder": "features",
+                        "columns": cols, "pool": pool}
+        self.register_buffer("columns", torch.tensor(cols, dtype=torch.long))
+        self.pool = pool
+        self.latent_dim = len(cols) * (2 if pool == "last_mean" else 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = flatten_windows(x)[..., self.columns]  # (B, W, C)
+        if self.pool == "last":
+            return x[:, -1]
+        if self.pool == "mean":
+            return x.mean(dim=1)
+        return torch.cat([x[:, -1], x.mean(dim=1)], dim=1)
+
+
 def make_encoder(name: str, n_features: int, latent_dim: int, window: int, **kwargs) -> nn.Module:
     """Encoder by name: conv (default), gru or transformer."""
     if name == "conv":
