@@ -31,9 +31,9 @@ def _plain(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
 
 
-def prepare(cfg) -> Prepared:
-    """Run data -> features -> windows for a composed config (``data``, ``features``, ``window``)."""
-    timings = {}
+def load_features(cfg, timings: dict | None = None) -> tuple[MarketData, FeatureSet]:
+    """Data -> causal features for a composed config (``data``, ``features``)."""
+    timings = {} if timings is None else timings
     t0 = time.perf_counter()
     market = load_market(_plain(cfg.data))
     timings["data_s"] = time.perf_counter() - t0
@@ -42,6 +42,13 @@ def prepare(cfg) -> Prepared:
     t0 = time.perf_counter()
     features = build_features(market.panel, FeatureConfig.from_dict(_plain(cfg.features)), market.sentiment)
     timings["features_s"] = time.perf_counter() - t0
+    return market, features
+
+
+def prepare(cfg) -> Prepared:
+    """Run data -> features -> windows for a composed config (``data``, ``features``, ``window``)."""
+    timings = {}
+    market, features = load_features(cfg, timings)
     t0 = time.perf_counter()
     windows, scaler = build_windows(features, WindowConfig.from_dict(_plain(cfg.window)))
     timings["windows_s"] = time.perf_counter() - t0

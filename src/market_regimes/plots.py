@@ -29,9 +29,11 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def regimes_over_price(path: Path, close: pd.DataFrame, labels: pd.DataFrame, k: int, names=None) -> Path:
+def regimes_over_price(path: Path, close: pd.DataFrame, labels: pd.DataFrame, k: int, names=None,
+                       boundaries=None) -> Path:
     """Each asset's log price with its regime as coloured background (one image strip per asset,
-    so the cost does not grow with the number of regime switches)."""
+    so the cost does not grow with the number of regime switches); ``boundaries``: times drawn as
+    dashed vertical lines (walk-forward fold starts)."""
     from matplotlib.colors import ListedColormap
     import matplotlib.dates as mdates
 
@@ -51,6 +53,8 @@ def regimes_over_price(path: Path, close: pd.DataFrame, labels: pd.DataFrame, k:
         ax.set_xlim(x0, x1)
         ax.set_ylim(lo - pad, hi + pad)
         ax.set_ylabel(f"{sym}\nlog price")
+        for b in boundaries or []:
+            ax.axvline(mdates.date2num(pd.Timestamp(b)), color="gray", ls="--", lw=0.8)
     axes[-1, 0].xaxis_date()
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[i], alpha=0.4) for i in range(k)]
     axes[0, 0].legend(handles, [f"{i}: {names[i]}" if names and i in names else str(i) for i in range(k)],
@@ -133,3 +137,58 @@ def save_training_plots(run_dir: Path, prep, frame: pd.DataFrame, latents, label
     h = max(stats["in_sample"].get("horizons", [24]))
     files.append(forward_return_distributions(out / "forward_returns.png", close, frame, k, h))
     return files
+
+
+def save_walk_forward_plots(run_dir: Path, close: pd.DataFrame, test_frames: list[pd.DataFrame], folds: list[dict],
+                            k: int) -> list[Path]:
+    """Walk-forward plots into ``run_dir/plots``: out-of-sample regimes over price with the fold
+    boundaries, label stability per fold, drift per fold."""
+    out = Path(run_dir) / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    labels = pd.concat(test_frames).groupby(level=0).max().reindex(close.index, fill_value=-1)
+    timeline = regimes_over_price(out / "fold_timeline.png", close, labels, k,
+                                  boundaries=[f["test_start"] for f in folds])
+    fig, axes = plt.subplots(1, 1, figsize=(12, 2.2))
+    for f in folds:
+        t0, t1 = pd.Timestamp(f["train_start"]), pd.Timestamp(f["train_end"])
+        s0, s1 = pd.Timestamp(f["test_start"]), pd.Timestamp(f["test_end"])
+        axes.barh(f["fold"], (t1 - t0).total_seconds() / 86400, left=mdates_num(t0), color="lightgray")
+        axes.barh(f["fold"], (s1 - s0).total_seconds() / 86400, left=mdates_num(s0), color="tab:blue")
+    axes.xaxis_date()
+    axes.set_ylabel("fold")
+    axes.set_title("training (grey) and out-of-sample test (blue) slices")
+    folds_png = _save(fig, out / "folds.png")
+
+    idx = [f["fold"] for f in folds]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ari = [np.nan if f["stability_ari"] is None else f["stability_ari"] for f in folds]
+    ax.bar(idx, ari, color="tab:green")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("fold")
+    ax.set_ylabel("ARI vs previous fold's model")
+    ax.set_title("label stability")
+    stability_png = _save(fig, out / "stability.png")
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+    share = [f["drift"].get("features", {}).get("share_drifted", np.nan) for f in folds]
+    mmd = [f["drift"]["latent_mmd"].get("mmd2") or np.nan for f in folds]
+    thr = [f["drift"]["latent_mmd"].get("threshold") or np.nan for f in folds]
+    tv = [f["drift"]["occupancy"]["total_variation"] for f in folds]
+    axes[0].bar(idx, share, color="tab:orange")
+    axes[0].set_title("share of features with PSI above threshold")
+    axes[1].bar(idx, mmd, color="tab:red", label="MMD^2")
+    axes[1].plot(idx, thr, "k_", markersize=20, label="permutation threshold")
+    axes[1].legend(fontsize=7)
+    axes[1].set_title("latent MMD^2")
+    axes[2].bar(idx, tv, color="tab:purple")
+    axes[2].set_title("occupancy shift (total variation)")
+    for a in axes:
+        a.set_xlabel("fold")
+    drift_png = _save(fig, out / "drift.png")
+    return [timeline, folds_png, stability_png, drift_png]
+
+
+def mdates_num(ts: pd.Timestamp) -> float:
+    import matplotlib.dates as mdates
+
+    return float(mdates.date2num(ts))

@@ -185,7 +185,7 @@ def transition_counts(
     return np.bincount(flat, minlength=n_regimes * n_regimes).reshape(n_regimes, n_regimes)
 
 
-def _row_normalise(counts: np.ndarray) -> np.ndarray:
+def row_normalise(counts: np.ndarray) -> np.ndarray:
     totals = counts.sum(axis=1, keepdims=True).astype("float64")
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(totals > 0, counts / totals, np.nan)
@@ -198,7 +198,7 @@ def transition_matrix(
 
     A regime never seen as the origin of a valid pair gets a NaN row (no data is not uniform).
     """
-    return _row_normalise(transition_counts(labels, n_regimes, interval))
+    return row_normalise(transition_counts(labels, n_regimes, interval))
 
 
 def stationary_distribution(P: np.ndarray) -> np.ndarray:
@@ -430,7 +430,7 @@ def summarize_regimes(
         counts = transition_counts(frame, n_regimes, interval)
         total = counts.sum()
         weights = counts.sum(axis=1) / total if total else np.full(n_regimes, np.nan)
-        P = _row_normalise(counts)
+        P = row_normalise(counts)
         return counts, P, entropy_rate(P, weights)
 
     counts, P, h_rate = chain(labels)
