@@ -73,6 +73,13 @@ def load_long(cfg: Mapping) -> tuple[pd.DataFrame, pd.Series | None]:
             garch_alpha=float(_get(cfg, "garch_alpha", 0.05)), garch_beta=float(_get(cfg, "garch_beta", 0.90)),
         )
         return long, truth
+    if source == "synthetic_groups":  # planted asset groups, no regimes (the asset-clustering analysis)
+        from market_regimes.data.synthetic import simulate_grouped_market
+
+        keys = ("group_sizes", "n_independent", "n_bars", "start", "seed", "group_vol", "group_drift", "group_corr",
+                "independent_vol", "independent_drift", "tail_df", "symbols")
+        options = {k: cfg[k] for k in keys if cfg.get(k) is not None}
+        return simulate_grouped_market(interval=interval, **options)[0], None
     read_kwargs = dict(interval=interval, naive_timezone=cfg.get("naive_timezone"),
                        on_bad_rows=_get(cfg, "on_bad_rows", "error"))
     if source == "files":
@@ -92,7 +99,7 @@ def load_long(cfg: Mapping) -> tuple[pd.DataFrame, pd.Series | None]:
         long = load_binance(symbols, interval, cfg.get("start"), cfg.get("end"), cache_dir=cfg.get("cache_dir"),
                             base_url=cfg.get("base_url"), timeout_s=float(_get(cfg, "timeout_s", 10.0)), **read_kwargs)
         return long, None
-    raise ConfigError(f"unknown data.source={source!r}; use synthetic, files or binance")
+    raise ConfigError(f"unknown data.source={source!r}; use synthetic, synthetic_groups, files or binance")
 
 
 def load_market(cfg: Mapping) -> MarketData:

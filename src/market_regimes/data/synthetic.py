@@ -356,3 +356,99 @@ def _volume(
     ar = np.sqrt(1 - 0.95**2) * 0.3 * linear_recursion(rng.standard_normal((n_bars, n)), 0.95)
     noise = ar + 0.25 * rng.standard_normal((n_bars, n))
     return base[None, :] * np.exp(regime_level[:, None] + shock_level + noise)
+
+
+def simulate_grouped_market(
+    group_sizes: Sequence[int] = (5, 5),
+    n_independent: int = 1,
+    n_bars: int = 500,
+    interval: str = "1d",
+    start: str = "2022-01-01",
+    seed: int = 0,
+    group_vol: Sequence[float] | None = None,
+    group_drift: Sequence[float] | None = None,
+    group_corr: Sequence[float] | None = None,
+    independent_vol: float = 0.01,
+    independent_drift: float = 0.0,
+    tail_df: float = 5.0,
+    symbols: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, pd.Series]:
+    """A market with planted asset groups and no regimes (for the asset-clustering analysis).
+
+    Block ``g`` (``group_sizes[g]`` assets) is driven by its own common factor ``f_g``, independent
+    of the other blocks'; ``n_independent`` further assets have no common factor. Per bar of
+    ``dt = interval / 1 day``::
+
+        r[t, i] = drift_g * dt + vol_i * sqrt(dt) * (sqrt(corr_g) * f_g[t] + sqrt(1 - corr_g) * e[t, i])
+
+    with Student-t(tail_df) unit-variance shocks, ``vol_i = group_vol[g] * (1 + 0.1 u_i)``,
+    u_i ~ U(-1, 1). Parameters are per day: defaults ``group_vol[g] = 0.03 (g + 1)``,
+    ``group_drift[g] = +0.001`` for even g and ``-0.001`` for odd g, ``group_corr[g] = 0.6``;
+    independent assets use ``independent_vol`` / ``independent_drift``. Daily quote volume is
+    ``1e8 * 0.2 ** g`` for block g and ``1e6`` for independent assets (times a per-asset and a per-bar
+    lognormal factor). Symbols default to ``A1USDT, A2USDT, ..`` for block 0, ``B1USDT, ..`` for
+    block 1, and ``I1USDT, ..`` for the independent assets.
+
+    Returns ``(ohlcv, group)``: the canonical long table (as ``simulate_market``) and a Series
+    ``group`` indexed by symbol, block id ``0..G-1`` or ``-1`` for an independent asset.
+    """
+    sizes = [int(s) for s in group_sizes]
+    if any(s < 1 for s in sizes) or int(n_independent) < 0 or not sizes and not n_independent:
+        raise ConfigError(f"group_sizes={list(group_sizes)} must be >= 1 each and n_independent={n_independent} >= 0")
+    if int(n_bars) != n_bars or n_bars < 2:
+        raise ConfigError(f"n_bars={n_bars} must be an integer >= 2")
+    if not tail_df > 2:
+        raise ConfigError(f"tail_df={tail_df} must be > 2 (finite variance); use inf for normal shocks")
+    n_groups, n_ind = len(sizes), int(n_independent)
+
+    def per_group(values, default, name):
+        out = np.array([default(g) for g in range(n_groups)] if values is None else values, dtype=float)
+        if out.shape != (n_groups,) or not np.isfinite(out).all():
+            raise ConfigError(f"{name}={list(out)} needs {n_groups} finite values (one per block)")
+        return out
+
+    vol_g = per_group(group_vol, lambda g: 0.03 * (g + 1), "group_vol")
+    drift_g = per_group(group_drift, lambda g: 0.001 if g % 2 == 0 else -0.001, "group_drift")
+    corr_g = per_group(group_corr, lambda g: 0.6, "group_corr")
+    if (vol_g <= 0).any() or independent_vol <= 0 or ((corr_g < 0) | (corr_g >= 1)).any():
+        raise ConfigError("group_vol and independent_vol must be > 0 and group_corr in [0, 1)")
+    group = np.concatenate([np.repeat(np.arange(n_groups), sizes), np.full(n_ind, -1)])  # (A,)
+    n = len(group)
+    if symbols is None:
+        symbols = [f"{chr(65 + g)}{j + 1}USDT" for g, s in enumerate(sizes) for j in range(s)]
+        symbols += [f"I{j + 1}USDT" for j in range(n_ind)]
+    symbols = [str(s) for s in symbols]
+    if len(symbols) != n or len(set(symbols)) != n:
+        raise ConfigError(f"symbols={symbols} must be {n} distinct names (sum of group_sizes + n_independent)")
+
+    step = interval_to_timedelta(interval)
+    dt = step / pd.Timedelta("1D")
+    t0 = pd.Timestamp(start)
+    t0 = t0.tz_localize("UTC") if t0.tzinfo is None else t0.tz_convert("UTC")
+    if t0.floor(step) != t0:
+        raise ConfigError(f"start={start!r} is not on the {interval} bar grid")
+    n_bars = int(n_bars)
+    rng = np.random.default_rng(seed)
+    member = group >= 0
+    gi = np.where(member, group, 0)
+    vol = np.where(member, vol_g[gi], independent_vol) * (1 + 0.1 * rng.uniform(-1, 1, n))  # (A,)
+    drift = np.where(member, drift_g[gi], independent_drift)
+    corr = np.where(member, corr_g[gi], 0.0)
+    factors = _student_t(rng, tail_df, (n_bars, max(n_groups, 1)))  # (T, G)
+    e = _student_t(rng, tail_df, (n_bars, n))  # (T, A)
+    z = np.sqrt(corr)[None, :] * np.where(member, factors[:, gi], 0.0) + np.sqrt(1 - corr)[None, :] * e
+    r = drift[None, :] * dt + vol[None, :] * np.sqrt(dt) * z  # (T, A)
+
+    p0 = 10 ** rng.uniform(0, 3, n)
+    close = p0[None, :] * np.exp(np.cumsum(r, axis=0))
+    open_ = np.vstack([p0[None, :], close[:-1]])
+    excursion = 0.5 * vol[None, :] * np.sqrt(dt)
+    high = np.maximum(open_, close) * np.exp(excursion * np.abs(rng.standard_normal((n_bars, n))))
+    low = np.minimum(open_, close) * np.exp(-excursion * np.abs(rng.standard_normal((n_bars, n))))
+    daily_quote = np.where(member, 1e8 * 0.2 ** gi, 1e6) * np.exp(0.3 * rng.standard_normal(n))
+    volume = daily_quote[None, :] * dt / close * np.exp(0.4 * rng.standard_normal((n_bars, n)))
+
+    index = pd.date_range(t0, periods=n_bars, freq=step, name="timestamp")
+    ohlcv = {"open": open_, "high": high, "low": low, "close": close, "volume": volume}
+    planted = pd.Series(group.astype(np.int64), index=pd.Index(symbols, name="symbol"), name="group")
+    return _long_table(index, symbols, ohlcv), planted
