@@ -126,7 +126,7 @@ def test_report_files_and_keys(base_run):
     assert report["overall"]["process"]["mean_run_length_bars"] > 1
     drift = f1["drift"]
     assert {"features", "latent_mmd", "reconstruction", "occupancy", "drift", "reasons"} <= set(drift)
-    assert drift["latent_mmd"]["threshold"] is not None
+    assert drift["latent_mmd"]["mmd2"] is not None and drift["latent_mmd"]["null"] == "block"
     labels = _labels(result)
     assert set(labels["fold"]) == {0, 1}
     probs = labels.filter(like="p_").to_numpy()

@@ -177,7 +177,7 @@ def save_walk_forward_plots(run_dir: Path, close: pd.DataFrame, test_frames: lis
     axes[0].bar(idx, share, color="tab:orange")
     axes[0].set_title("share of features with PSI above threshold")
     axes[1].bar(idx, mmd, color="tab:red", label="MMD^2")
-    axes[1].plot(idx, thr, "k_", markersize=20, label="permutation threshold")
+    axes[1].plot(idx, thr, "k_", markersize=20, label="block-permutation threshold")
     axes[1].legend(fontsize=7)
     axes[1].set_title("latent MMD^2")
     axes[2].bar(idx, tv, color="tab:purple")

@@ -283,7 +283,8 @@ def run_walk_forward(cfg) -> WalkForwardResult:
         vol_parts.append(vol)
         dir_parts.append(dire)
         ref_sample = draw_sample(fitted.model, windows, lat, labels, is_train, width, mode, seed=seed)
-        rec_sample = draw_sample(fitted.model, windows, lat, labels, is_test, width, mode, seed=seed)
+        rec_sample = draw_sample(fitted.model, windows, lat, labels, is_test, width, mode, seed=seed,
+                                 stride=thresholds.stride)
         report = {
             "fold": fold.fold,
             "train_start": str(ts[fold.train_start]), "train_end": str(train_end),
