@@ -170,3 +170,29 @@ def test_linear_recursion_matches_the_loop_and_ignores_appended_rows():
     np.testing.assert_allclose(linear_recursion(x, 0.93), expected, rtol=1e-11, atol=1e-12)
     longer = np.vstack([x, rng.standard_normal((77, 2))])
     np.testing.assert_array_equal(linear_recursion(longer, 0.93)[:200], linear_recursion(x, 0.93))
+
+
+def test_features_over_a_tail_equal_the_full_history_for_its_last_bars(long_table):
+    """Inference recomputes features on the last bars only: FeatureConfig.history() bars fix a row."""
+    gap_times = pd.date_range("2023-01-12 00:00", periods=3, freq="1h", tz="UTC")
+    long = long_table[~((long_table.symbol == "ETHUSDT") & long_table.timestamp.isin(gap_times))].copy()
+    flat = (long.symbol == "BNBUSDT") & long.timestamp.between("2023-01-15", "2023-01-18")
+    long.loc[flat, ["open", "high", "low", "close"]] = 77.0  # ties in the breadth features
+    panel = to_panel(long)
+    full = build_features(panel, SMALL)
+    h, keep = SMALL.history(), 60
+    assert h > SMALL.lookback()  # the exponential averages need more than the rolling windows
+    for end in (len(panel.index), 420, 333):
+        start = end - (h + keep - 1)
+        tail = build_features(panel.select(start=panel.index[start], end=panel.index[end - 1]), SMALL)
+        a, b = full.values[:, end - keep : end], tail.values[:, -keep:]
+        np.testing.assert_array_equal(full.valid[:, end - keep : end], tail.valid[:, -keep:])
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_array_max_ulp(np.nan_to_num(a), np.nan_to_num(b), maxulp=2)
+        for name in ("breadth_up_6", "breadth_above_ma_10", "log_ret", "corr_ref_24"):
+            j = full.names.index(name)
+            np.testing.assert_array_equal(a[..., j], b[..., j])
+    # with only the rolling look-back behind it, the RSI has not forgotten its start
+    short = build_features(panel.select(start=panel.index[-(SMALL.lookback() + keep - 1)]), SMALL)
+    j = full.names.index("rsi_5")
+    assert np.nanmax(np.abs(short.values[:, -keep:, j] - full.values[:, -keep:, j])) > 1e-4

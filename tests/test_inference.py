@@ -11,7 +11,8 @@ from test_training import compose_cfg
 
 from market_regimes.bundle import load_bundle
 from market_regimes.data import MarketData
-from market_regimes.inference import infer, label_history, load_bundle_market
+from market_regimes.features import FeatureConfig
+from market_regimes.inference import TAIL_SLACK, history_bars, infer, label_history, load_bundle_market, scaled_windows
 from market_regimes.training import run_training
 
 
@@ -103,3 +104,17 @@ def test_other_data_with_the_bundle_symbols(bundle_dir, tmp_path, loaded):
     assert out.returncode == 0, out.stderr
     direct = infer(bundle, market, "BNBUSDT")
     assert json.loads(out.stdout)["regime"] == direct["regime"]
+
+
+def test_features_over_the_tail_give_the_full_history_windows_and_card(loaded):
+    bundle, market = loaded
+    need = history_bars(bundle)
+    tail, full = scaled_windows(bundle, market), scaled_windows(bundle, market, full=True)
+    assert len(tail.index) == need + TAIL_SLACK < len(full.index)
+    exact = len(tail.index) - FeatureConfig.from_dict(bundle.config["features"]).history() + 1
+    np.testing.assert_array_equal(tail.ends[:, -exact:], full.ends[:, -exact:])
+    np.testing.assert_allclose(tail.X[:, -exact:], full.X[:, -exact:], rtol=1e-5, atol=1e-5)
+    for asset in ["BTCUSDT", "ETHUSDT"]:
+        a, b = infer(bundle, market, asset), infer(bundle, market, asset, windows=full)
+        assert (a["regime"], a["bars_in_regime"], a["bar_time"]) == (b["regime"], b["bars_in_regime"], b["bar_time"])
+        np.testing.assert_allclose(a["probabilities"], b["probabilities"], atol=1e-6)

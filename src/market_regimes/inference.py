@@ -6,6 +6,11 @@ most recent windows are encoded and labelled with the bundle's causal filter. Wi
 model's finite ``online_memory`` a label depends on a bounded number of windows, so inference
 encodes only those, and ``infer(..., at=T)`` equals ``label_history(...)`` at T exactly.
 
+Features are recomputed over the tail of history that those windows need (``history_bars``:
+the bars that fix a feature row, plus the windows), not the whole history, so a call costs the
+same after years of data; the tail gives the full-history features of its last bars (rolling
+windows exactly, exponential averages to 1e-16 relative, i.e. within a float32 rounding step).
+
 Statistics on the card (P(up), forward volatility, durations, transitions) come from the
 bundle's in-sample regime statistics of the training period.
 """
@@ -43,11 +48,30 @@ def load_bundle_market(bundle: Bundle, data_path: str | None = None) -> MarketDa
     return load_market(cfg)
 
 
-def scaled_windows(bundle: Bundle, market: MarketData, at=None) -> WindowSet:
-    """Windows of the data up to ``at``, scaled with the bundle's scaler."""
+TAIL_SLACK = 64  # extra tail bars, so an asset a few bars behind the others needs no second pass
+
+
+def history_bars(bundle: Bundle) -> int | None:
+    """Bars of history that fix the label and the duration count of a bar (None: all of it).
+
+    The last ``online_memory + DURATION_LOOKBACK - 1`` windows are labelled; each spans the
+    window length, and its first row needs ``FeatureConfig.history()`` bars behind it."""
+    memory = _memory(bundle)
+    if memory is None:
+        return None
+    history = FeatureConfig.from_dict(bundle.config["features"]).history()
+    return history + int(bundle.manifest["window_length"]) + memory + DURATION_LOOKBACK - 2
+
+
+def scaled_windows(bundle: Bundle, market: MarketData, at=None, full: bool = False) -> WindowSet:
+    """Windows of the data up to ``at``, scaled with the bundle's scaler: over the tail of
+    ``history_bars`` (plus slack) bars, or over the whole history with ``full=True``."""
     panel = market.panel if at is None else market.panel.select(end=at)
     if len(panel.index) == 0:
         raise DataError(f"no data at or before {at}")
+    need = None if full else history_bars(bundle)
+    if need is not None and len(panel.index) > need + TAIL_SLACK:
+        panel = panel.select(start=panel.index[-(need + TAIL_SLACK)])
     wcfg = WindowConfig.from_dict(bundle.config["window"])
     try:
         features = build_features(panel, FeatureConfig.from_dict(bundle.config["features"]), market.sentiment)
@@ -100,7 +124,7 @@ def label_tail(bundle: Bundle, windows: WindowSet, asset: int, t: int, n_labels:
 
 def label_history(bundle: Bundle, market: MarketData) -> pd.DataFrame:
     """(T, A) causal labels of every bar with a valid window (-1 elsewhere), as inference sees them."""
-    windows = scaled_windows(bundle, market)
+    windows = scaled_windows(bundle, market, full=True)
     out = pd.DataFrame(-1, index=windows.index, columns=pd.Index(windows.symbols, name="symbol"))
     mode = bundle.manifest.get("mode", "asset")
     for a, sym in enumerate(windows.symbols):
@@ -112,6 +136,12 @@ def label_history(bundle: Bundle, market: MarketData) -> pd.DataFrame:
         z = np.concatenate([_encode(bundle, windows, a, ends[i : i + 4096]) for i in range(0, len(ends), 4096)])
         out.iloc[ends, a] = np.asarray(bundle.clusterer.predict_online(z, lengths))
     return out
+
+
+def _latest_bar(market: MarketData, asset: str, windows: WindowSet) -> int | None:
+    """Position in ``windows.index`` of the asset's latest bar there, or None."""
+    present = np.flatnonzero(market.panel.close[asset].reindex(windows.index).notna().to_numpy())
+    return int(present[-1]) if len(present) else None
 
 
 def _stat_row(bundle: Bundle, asset: str, regime: int) -> dict:
@@ -135,10 +165,18 @@ def infer(bundle: Bundle, market: MarketData, asset: str, at=None, now: pd.Times
     t0 = time.perf_counter()
     windows = windows if windows is not None else scaled_windows(bundle, market, at)
     a = windows.symbols.index(asset)
-    present = np.flatnonzero(market.panel.close[asset].reindex(windows.index).notna().to_numpy())
-    if len(present) == 0:
+    t = _latest_bar(market, asset, windows)
+    need = history_bars(bundle)
+    is_tail = windows.index[0] > market.panel.index[0]
+    if is_tail and (t is None or (need is not None and t < need - 1)):
+        # the asset's latest bar lies too early in this tail: a tail ending at that bar instead
+        last = market.panel.close[asset].loc[: windows.index[-1]].last_valid_index()
+        if last is None:
+            raise DataError(f"{asset} has no bars at or before {at or 'the end of the data'}")
+        windows = scaled_windows(bundle, market, last)
+        t = _latest_bar(market, asset, windows)
+    if t is None:
         raise DataError(f"{asset} has no bars at or before {at or 'the end of the data'}")
-    t = int(present[-1])
     step = interval_to_timedelta(bundle.manifest["interval"])
     bar = windows.index[t]
     tail = label_tail(bundle, windows, a, t, DURATION_LOOKBACK)

@@ -12,6 +12,7 @@ A window exists only where all W rows are valid feature rows, so it never spans 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from fnmatch import fnmatch
 
@@ -65,31 +66,49 @@ class GlobalScaler:
 
     def fit(self, rows: np.ndarray) -> "GlobalScaler":
         """rows: (N, F) finite training rows."""
-        rows = np.asarray(rows, dtype=np.float64)
+        rows = np.asarray(rows)
         if rows.ndim != 2 or len(rows) == 0:
             raise DataError("the scaler got no training rows: the training period holds no valid feature rows")
-        if self.method == "robust":
-            q25, q50, q75 = np.quantile(rows, [0.25, 0.5, 0.75], axis=0)
-            center, scale = q50, (q75 - q25) / 1.349
-        elif self.method == "standard":
-            center, scale = rows.mean(axis=0), rows.std(axis=0)
-        else:
+        return self.fit_columns(rows[:, j] for j in range(rows.shape[1]))
+
+    def fit_columns(self, columns: Iterable[np.ndarray]) -> "GlobalScaler":
+        """Fit from each feature's (N,) training values in turn (no (N, F) copy is needed)."""
+        if self.method not in ("robust", "standard"):
             raise ConfigError(f"window.scaler={self.method!r}; use robust or standard")
-        self.center_ = center
+        center, scale, n_rows = [], [], None
+        for col in columns:
+            col = np.asarray(col, dtype=np.float64)
+            if len(col) == 0:
+                raise DataError("the scaler got no training rows: the training period holds no valid feature rows")
+            n_rows = len(col)
+            if self.method == "robust":
+                q25, q50, q75 = np.quantile(col, [0.25, 0.5, 0.75])
+                center.append(q50)
+                scale.append((q75 - q25) / 1.349)
+            else:
+                center.append(col.mean())
+                scale.append(col.std())
+        scale = np.asarray(scale, dtype=np.float64)
+        self.center_ = np.asarray(center, dtype=np.float64)
         self.scale_ = np.where(scale > 1e-12, scale, 1.0)
-        self.n_rows_ = int(len(rows))
+        self.n_rows_ = int(n_rows or 0)
         return self
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         """Scale (..., F) values into a new float32 array; NaN stays NaN."""
+        return self.transform_inplace(np.array(values, dtype=np.float32, copy=True))
+
+    def transform_inplace(self, values: np.ndarray) -> np.ndarray:
+        """Scale a float32 (..., F) array in place (no copy of a large panel) and return it."""
         if not hasattr(self, "center_"):
             raise RuntimeError("GlobalScaler is not fitted")
-        out = np.array(values, dtype=np.float32, copy=True)
-        out -= self.center_.astype(np.float32)
-        out /= self.scale_.astype(np.float32)
+        if values.dtype != np.float32:
+            raise TypeError(f"transform_inplace needs a float32 array, got {values.dtype}")
+        values -= self.center_.astype(np.float32)
+        values /= self.scale_.astype(np.float32)
         if self.clip is not None:
-            np.clip(out, -self.clip, self.clip, out=out)
-        return out
+            np.clip(values, -self.clip, self.clip, out=values)
+        return values
 
     def to_state(self) -> dict:
         return {"method": self.method, "clip": self.clip, "center": self.center_.tolist(),
@@ -116,7 +135,8 @@ def fit_scaler(features: FeatureSet, train_end: pd.Timestamp, method: str = "rob
     """Fit on the valid rows of every asset with bar time <= ``train_end`` (and nothing else)."""
     in_train = np.asarray(features.index <= train_end)
     mask = features.valid & in_train[None, :]
-    return GlobalScaler(method, clip).fit(features.values[mask])
+    columns = (features.values[:, :, j][mask] for j in range(features.values.shape[2]))
+    return GlobalScaler(method, clip).fit_columns(columns)
 
 
 @dataclass
@@ -174,24 +194,36 @@ class WindowSet:
         return mask
 
 
-def select_inputs(features: FeatureSet, exclude: tuple[str, ...] = ()) -> FeatureSet:
-    """The feature set without the names matching any ``exclude`` pattern (validity unchanged)."""
-    keep = [i for i, n in enumerate(features.names) if not any(fnmatch(n, p) for p in exclude)]
-    if len(keep) == len(features.names):
-        return features
+def input_columns(names: list[str], exclude: tuple[str, ...] = ()) -> list[int]:
+    """Positions of the feature names that match none of the ``exclude`` patterns."""
+    keep = [i for i, n in enumerate(names) if not any(fnmatch(n, p) for p in exclude)]
     if not keep:
         raise ConfigError(f"window.exclude_features={list(exclude)} leaves no model input")
+    return keep
+
+
+def select_inputs(features: FeatureSet, exclude: tuple[str, ...] = ()) -> FeatureSet:
+    """The feature set without the names matching any ``exclude`` pattern (validity unchanged)."""
+    keep = input_columns(features.names, exclude)
+    if len(keep) == len(features.names):
+        return features
     return replace(features, values=features.values[:, :, keep], names=[features.names[i] for i in keep])
 
 
 def build_windows(features: FeatureSet, cfg: WindowConfig | None = None, scaler: GlobalScaler | None = None) -> tuple[WindowSet, GlobalScaler]:
-    """Scale the feature panel with a training-period scaler (fitted here unless given) and index windows."""
+    """Scale the feature panel with a training-period scaler (fitted here unless given) and index windows.
+
+    Memory: one float32 copy of the input features (the scaled panel ``X``), scaled in place; the
+    scaler is fitted one feature column at a time.
+    """
     cfg = cfg or WindowConfig()
-    features = select_inputs(features, cfg.exclude_features)
+    keep = input_columns(features.names, cfg.exclude_features)
+    X = features.values[:, :, keep]  # (A, T, F_in): a new array, the only copy made
+    inputs = replace(features, values=X, names=[features.names[i] for i in keep])
     train_end = training_cutoff(features.index, cfg)
     if scaler is None:
-        scaler = fit_scaler(features, train_end, cfg.scaler, cfg.clip)
-    X = scaler.transform(features.values)
+        scaler = fit_scaler(inputs, train_end, cfg.scaler, cfg.clip)
+    scaler.transform_inplace(X)
     X[~features.valid] = 0.0
     ends = run_length(features.valid.T).T >= cfg.length
     if not ends.any():
@@ -199,5 +231,5 @@ def build_windows(features: FeatureSet, cfg: WindowConfig | None = None, scaler:
             f"no valid window of {cfg.length} bars: each needs {cfg.length} consecutive valid feature rows; "
             "load more history or shorten window.length"
         )
-    return WindowSet(X, ends, features.index, features.symbols, features.names, cfg.length, train_end,
+    return WindowSet(X, ends, features.index, features.symbols, inputs.names, cfg.length, train_end,
                      cfg.stride), scaler

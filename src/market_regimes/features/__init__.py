@@ -16,10 +16,10 @@ import pandas as pd
 
 from market_regimes.data.panel import Panel
 from market_regimes.errors import ConfigError, DataError, checked_options
-from market_regimes.features.asset import asset_features, log_returns
-from market_regimes.features.cross import cross_features
-from market_regimes.features.market import market_features
-from market_regimes.features.ops import run_length
+from market_regimes.features.asset import asset_feature_makers, log_returns
+from market_regimes.features.cross import cross_feature_makers
+from market_regimes.features.market import market_feature_makers
+from market_regimes.features.ops import rolling, run_length, safe_log
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,16 @@ class FeatureConfig:
     def effective_warmup(self) -> int:
         return self.lookback() if self.warmup is None else int(self.warmup)
 
+    def history(self, tol: float = 1e-16) -> int:
+        """Bars of history that fix a feature row: computed from only the last ``history()`` bars
+        up to t, row t equals the row computed from the whole history (valid the same way) --
+        exactly for the rolling windows, and to relative ``tol`` for the exponential averages
+        (RSI, MACD), whose weight on older bars is below ``tol``."""
+        fast, slow, signal = self.macd
+        slowest = min(1.0 / self.rsi_window, 2.0 / (slow + 1.0), 2.0 / (signal + 1.0))
+        ewm_bars = int(np.ceil(np.log(tol) / np.log1p(-slowest))) + 1
+        return max(self.effective_warmup(), self.lookback(), ewm_bars)
+
 
 @dataclass
 class FeatureSet:
@@ -98,16 +108,19 @@ class FeatureSet:
 
 
 def build_features(panel: Panel, cfg: FeatureConfig | None = None, sentiment: pd.Series | None = None) -> FeatureSet:
-    """Compute every configured feature for every asset; see the module docstring for validity."""
+    """Compute every configured feature for every asset; see the module docstring for validity.
+
+    Each feature is computed, written into the preallocated float32 (A, T, F) array and freed
+    before the next one, so memory stays near the size of the result plus a few (T, A) frames.
+    """
     cfg = cfg or FeatureConfig()
     if cfg.fear_greed and sentiment is None:
         raise ConfigError("features.fear_greed=true needs data.fear_greed_path (the daily index CSV)")
     symbols = panel.symbols
     T, A = len(panel.index), len(symbols)
     ret = log_returns(panel)
-    per_asset = asset_features(panel, cfg)
-    log_rv = per_asset[f"log_rv_{min(cfg.vol_horizons)}"]
-    layers: dict[str, pd.DataFrame | pd.Series] = dict(per_asset)
+    log_rv = safe_log(rolling(ret, min(cfg.vol_horizons)).std())
+    makers = asset_feature_makers(panel, cfg, ret, log_rv)
     if cfg.cross_asset and A >= 2:
         reference = cfg.reference_symbol
         if reference not in symbols:
@@ -115,18 +128,24 @@ def build_features(panel: Panel, cfg: FeatureConfig | None = None, sentiment: pd
                 f"features.reference_symbol={reference} is not among the symbols {symbols}; "
                 "set it to one of them or features.cross_asset=false"
             )
-        layers.update(cross_features(ret, log_rv, reference, cfg))
+        makers += cross_feature_makers(ret, log_rv, reference, cfg)
     if cfg.market:
-        layers.update(market_features(panel, ret, log_rv, cfg, sentiment if cfg.fear_greed else None))
+        makers += market_feature_makers(panel, ret, log_rv, cfg, sentiment if cfg.fear_greed else None)
+    del ret, log_rv  # the makers keep what they still need
 
-    names = list(layers)
+    names = [name for name, _ in makers]
     values = np.empty((A, T, len(names)), dtype=np.float32)
-    for j, name in enumerate(names):
-        layer = layers[name]
-        arr = layer.to_numpy(dtype=np.float64)
+    finite = np.ones((A, T), dtype=bool)
+    makers.reverse()
+    for j in range(len(names)):
+        _, make = makers.pop()  # dropping each maker frees the intermediates only it used
+        layer = make()
+        arr = layer.to_numpy(dtype=np.float64) if isinstance(layer, (pd.DataFrame, pd.Series)) else layer
         values[:, :, j] = arr.T if arr.ndim == 2 else arr[None, :]
+        del make, layer, arr
+        finite &= np.isfinite(values[:, :, j])
     present_run = run_length(panel.present.to_numpy()).T  # (A, T)
-    valid = (present_run >= cfg.effective_warmup()) & np.isfinite(values).all(axis=2)
+    valid = (present_run >= cfg.effective_warmup()) & finite
     if not valid.any():
         raise DataError(
             f"no valid feature rows: {T} bars per asset but features need {cfg.effective_warmup()} "

@@ -18,6 +18,22 @@ def rolling(frame: pd.DataFrame, window: int):
     return frame.rolling(window, min_periods=window)
 
 
+def window_sum(frame: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Trailing sum of exactly ``window`` bars (NaN unless all are finite), computed from the
+    window's own values in a fixed order. Unlike a running sum it carries no rounding residue
+    from earlier bars, so a window of exact zeros sums to exactly 0 and the result does not
+    depend on where the history starts; use it where a feature compares a sum with a threshold."""
+    x = frame.to_numpy(dtype=np.float64)
+    out = np.full_like(x, np.nan)
+    if len(x) >= window:
+        n = len(x) - window + 1
+        acc = x[:n].copy()
+        for k in range(1, window):
+            acc += x[k : k + n]
+        out[window - 1 :] = acc
+    return pd.DataFrame(out, index=frame.index, columns=frame.columns)
+
+
 def run_length(finite: np.ndarray) -> np.ndarray:
     """(T, A) int: number of consecutive True values ending at each row (0 where False)."""
     finite = np.asarray(finite, dtype=bool)

@@ -1,0 +1,214 @@
+"""The performance-and-scale suite: ``python scripts/benchmark.py suite=perf``.
+
+Four sections, each stage measured in a fresh process (``suite.isolate``) with medians of
+``suite.repeats`` runs:
+
+1. ``prep``: data -> features -> windows on one file (the 36-symbol hourly file), against the
+   pandas reference of :mod:`~market_regimes.benchmarks.reference` on a slice of it;
+2. ``training``: windows/s of the Lightning training step against a bare PyTorch loop;
+3. ``scale``: a synthetic market of many assets and years through every stage, at three sizes
+   so that the growth of each stage when assets or years double can be read off;
+4. ``inference``: ``infer_latest.py`` as a process and the in-process ``infer`` call.
+
+Results go to ``report.json`` and ``PERFORMANCE.md`` in the run directory, and the markdown to
+``suite.doc_path`` when set (the committed ``docs/PERFORMANCE.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from market_regimes.benchmarks.measure import machine, repeat_stage, run_stage
+from market_regimes.benchmarks.report import render, targets
+from market_regimes.serialize import json_default
+
+log = logging.getLogger(__name__)
+_PKG = "market_regimes.benchmarks"
+# as config/trainer/gpu.yaml: one GPU, bf16 mixed precision
+GPU_TRAINER = {"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed", "deterministic": False}
+# scale stages whose parts grow differently (the clusterer is fitted on a fixed-size subsample)
+PARTS = (("data", "simulate_s"), ("data", "panel_s"), ("train", "train_epoch_s"), ("cluster", "fit_s"),
+         ("cluster", "predict_s"))
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+
+
+def repo_root() -> Path:
+    """The checkout holding ``config/`` and ``scripts/`` (Hydra's config source when running)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        for source in HydraConfig.get().runtime.config_sources:
+            if source.provider == "main" and source.path.startswith("file://"):
+                return Path(source.path.removeprefix("file://")).resolve().parent
+    except ValueError:  # no Hydra run (called from Python)
+        pass
+    return Path(__file__).resolve().parents[3]
+
+
+def run_perf(cfg) -> Path:
+    """Run every section of the suite, write the report, return the markdown path."""
+    suite = cfg.suite
+    # Runtime settings for this process (before torch loads) and every stage process; the
+    # report lists them. See config/suite/perf.yaml for why.
+    os.environ.update({k: str(v) for k, v in _plain(suite.get("env")).items()})
+    run_dir = Path(cfg.paths.run_dir)
+    work = run_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    report = {"suite": _plain(suite), "machine": machine(), "command": suite.command}
+    sections = {"prep": prep_section, "training": training_section, "scale": scale_section,
+                "inference": inference_section}
+    for name in suite.get("sections") or sections:
+        log.info("perf: section %s", name)
+        report[name] = sections[name](cfg, work / name)
+        _write(run_dir, report)  # partial results survive a failure later on
+    report["machine"]["load_average_end"] = machine()["load_average"]
+    report["targets"] = targets(report)
+    md = _write(run_dir, report)
+    shutil.rmtree(work, ignore_errors=True)
+    if suite.get("doc_path"):
+        doc = Path(suite.doc_path)
+        doc = doc if doc.is_absolute() else repo_root() / doc
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(md, doc)
+        print(f"report copied to {doc}")
+    return md
+
+
+def _write(run_dir: Path, report: dict) -> Path:
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=json_default))
+    md = run_dir / "PERFORMANCE.md"
+    md.write_text(render(report))
+    return md
+
+
+def _stage(name: str, kwargs: dict, suite, repeats: int | None = None) -> dict:
+    reps = suite.repeats if repeats is None else repeats
+    out = repeat_stage(f"{_PKG}.{name}", kwargs, reps, bool(suite.isolate))
+    log.info("%s: %.2f s, peak RSS %.0f MB (median of %d)", name, out["stage_s"], out["peak_rss_mb"], reps)
+    return out
+
+
+def prep_section(cfg, work: Path) -> dict:
+    suite, sp = cfg.suite, cfg.suite.prep
+    work.mkdir(parents=True, exist_ok=True)
+    data, features = _plain(sp.data), _plain(cfg.features)
+    window = {**_plain(cfg.window), **_plain(sp.get("window"))}
+    panel = str(work / "panel.npz")
+    out = {"data": data, "window": window}
+    out["load"] = _stage("prep:load_stage", {"data": data, "panel_path": panel}, suite)
+    out["features_windows"] = _stage("prep:features_windows_stage",
+                                     {"panel_path": panel, "features": features, "window": window}, suite)
+    out["prepare"] = _stage("prep:prepare_stage", {"data": data, "features": features, "window": window}, suite)
+    out["reference"] = _stage("prep:reference_stage", {"panel_path": panel, "features": features, "window": window,
+                                                       "slice_bars": int(sp.reference_slice_bars)}, suite)
+    fw, ref, load = out["features_windows"], out["reference"], out["load"]
+    # The reference's costs grow with bars (per-asset pandas work on every row, one correlation
+    # matrix per bar) and with windows (one get_loc and copy each): scale each part by its count.
+    bars = load["n_bars"] / ref["slice_bars"]
+    ref_full = (ref["reference_features_s"] * bars + ref["reference_windows_s"] * fw["n_windows"] / max(ref["n_windows"], 1))
+    out["derived"] = {
+        "stage_own_mb": fw["peak_rss_mb"] - fw["rss_inputs_mb"],
+        "own_over_scaled_panel": (fw["peak_rss_mb"] - fw["rss_inputs_mb"]) / fw["scaled_panel_mb"],
+        "process_over_scaled_panel": fw["peak_rss_mb"] / fw["scaled_panel_mb"],
+        "speedup_on_slice": ref["reference_s"] / ref["project_s"],
+        "reference_full_estimate_s": ref_full,
+        "speedup_full_estimate": ref_full / fw["features_windows_s"],
+    }
+    return out
+
+
+def training_section(cfg, work: Path) -> dict:
+    import torch
+
+    suite, st = cfg.suite, cfg.suite.training
+    base = {"data": _plain(st.data), "features": _plain(cfg.features), "window": _plain(cfg.window),
+            "model": _plain(cfg.model), "batch_size": int(st.batch_size), "steps": int(st.steps),
+            "warmup": int(st.warmup)}
+    out = {"trainer": _plain(cfg.trainer), "batch_size": base["batch_size"], "steps": base["steps"],
+           "warmup": base["warmup"]}
+    for device in ("cpu", "cuda"):
+        if device == "cuda" and not torch.cuda.is_available():
+            out["cuda"] = None  # no GPU on this machine
+            continue
+        trainer = _plain(cfg.trainer) if device == "cpu" else {**_plain(cfg.trainer), **GPU_TRAINER}
+        rows = {loop: _stage("throughput:train_loop_stage", {**base, "loop": loop, "device": device,
+                                                               "trainer": trainer}, suite)
+                for loop in ("bare", "lightning", "datamodule")}
+        rows["overhead"] = rows["bare"]["windows_per_s"] / rows["lightning"]["windows_per_s"] - 1.0
+        out[device] = rows
+    return out
+
+
+def scale_section(cfg, work: Path) -> dict:
+    suite, sc = cfg.suite, cfg.suite.scale
+    features, window = _plain(cfg.features), _plain(cfg.window)
+    cluster = {**_plain(cfg.cluster), **_plain(sc.get("cluster"))}
+    cluster["params"] = {**_plain(cfg.cluster.get("params")), **_plain((sc.get("cluster") or {}).get("params"))}
+    reps = int(sc.get("repeats", 1))
+    sizes = []
+    for n_assets, n_bars in sc.sizes:
+        w = str(work / f"{n_assets}x{n_bars}")
+        stages = {
+            "data": _stage("scale:data_stage", {"work_dir": w, "n_assets": int(n_assets), "n_bars": int(n_bars)}, suite, reps),
+            "features": _stage("scale:features_stage", {"work_dir": w, "features": features}, suite, reps),
+            "windows": _stage("scale:windows_stage", {"work_dir": w, "window": window}, suite, reps),
+            "train": _stage("scale:train_stage", {"work_dir": w, "model": _plain(cfg.model), "trainer": _plain(cfg.trainer),
+                                                  "batch_size": int(sc.batch_size),
+                                                  "windows_per_epoch": int(sc.windows_per_epoch)}, suite, reps),
+            "encode": _stage("scale:encode_stage", {"work_dir": w}, suite, reps),
+            "cluster": _stage("scale:cluster_stage", {"work_dir": w, "cluster": cluster,
+                                                      "fit_rows": int(sc.fit_rows)}, suite, reps),
+        }
+        shutil.rmtree(w, ignore_errors=True)
+        sizes.append({"n_assets": int(n_assets), "n_bars": int(n_bars), "stages": stages,
+                      "total_s": sum(s["wall_s"] for s in stages.values()),
+                      "peak_rss_mb": max(s["peak_rss_mb"] for s in stages.values())})
+    heap = None
+    if sc.get("heap_probe") and "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        probe = {"n_assets": int(sc.heap_probe[0]), "n_bars": int(sc.heap_probe[1]), "window": window,
+                 "features": features, "model": _plain(cfg.model)}
+        heap = {"default": run_stage(f"{_PKG}.scale:heap_probe_stage", probe, env={"MALLOC_MMAP_THRESHOLD_": None}),
+                "fixed_threshold": run_stage(f"{_PKG}.scale:heap_probe_stage", probe)}
+    main = sizes[0]
+    growth = {}
+    for other in sizes[1:]:
+        if other["n_bars"] == main["n_bars"] and other["n_assets"] * 2 == main["n_assets"]:
+            label = "assets x2"
+        elif other["n_assets"] == main["n_assets"] and other["n_bars"] * 2 == main["n_bars"]:
+            label = "years x2"
+        else:
+            continue
+        growth[label] = {name: main["stages"][name]["wall_s"] / max(other["stages"][name]["wall_s"], 1e-9)
+                         for name in main["stages"]}
+        growth[label]["total"] = main["total_s"] / other["total_s"]
+        for stage, part in PARTS:  # the parts that do not all grow with the data, apart
+            growth[label][f"{stage}: {part}"] = (main["stages"][stage][part]
+                                                 / max(other["stages"][stage][part], 1e-9))
+    return {"sizes": sizes, "growth": growth, "fit_rows": int(sc.fit_rows), "cluster": cluster,
+            "windows_per_epoch": int(sc.windows_per_epoch), "heap": heap}
+
+
+def inference_section(cfg, work: Path) -> dict:
+    from market_regimes.benchmarks.latency import process_times
+
+    suite, si = cfg.suite, cfg.suite.inference
+    work.mkdir(parents=True, exist_ok=True)
+    root = repo_root()
+    # a setup step, not a measurement; its own process, since it composes its own Hydra config
+    bundle = run_stage(f"{_PKG}.latency:bundle_stage", {"work_dir": str(work), "config_dir": str(root / "config"),
+                                                        "overrides": list(si.overrides)}, isolate=True)
+    out = {"overrides": list(si.overrides), "asset": si.asset, "bundle_train_s": bundle["train_s"]}
+    out["process"] = process_times(root / "scripts" / "infer_latest.py", bundle["bundle"], si.asset,
+                                   int(si.process_repeats))
+    out["call"] = _stage("latency:call_stage", {"bundle": bundle["bundle"], "asset": si.asset,
+                                                "repeats": int(si.repeats)}, suite)
+    return out

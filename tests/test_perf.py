@@ -1,0 +1,87 @@
+"""The performance benchmark: the quick suite end to end, the pandas reference, stage isolation."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import REPO, random_long
+
+from market_regimes.benchmarks.measure import run_stage
+from market_regimes.benchmarks.prep import compare
+from market_regimes.benchmarks.reference import reference_features, reference_windows
+from market_regimes.data.panel import to_panel
+from market_regimes.features import FeatureConfig, build_features
+from market_regimes.windows import WindowConfig, build_windows
+
+SMALL = FeatureConfig(vol_horizons=(6, 24), downside_window=6, atr_window=5, rsi_window=5, bollinger_window=10,
+                      macd=(4, 8, 3), volume_window=24, volume_roc_window=6, obv_window=6,
+                      relative_return_window=6, corr_window=24, breadth_return_window=6,
+                      breadth_ma_window=10, market_corr_window=12)
+
+
+def messy_panel():
+    """Four assets with a late listing, a gap and a stretch of flat prices (ties in breadth)."""
+    long = random_long(n_bars=500, symbols=("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT"), seed=3)
+    t = long["timestamp"]
+    drop = ((long.symbol == "SOLUSDT") & (t < t.min() + pd.Timedelta("120h"))) | (
+        (long.symbol == "ETHUSDT") & t.between(t.min() + pd.Timedelta("300h"), t.min() + pd.Timedelta("304h")))
+    long = long[~drop].copy()
+    flat = (long.symbol == "BNBUSDT") & t.between(t.min() + pd.Timedelta("200h"), t.min() + pd.Timedelta("260h"))
+    long.loc[flat, ["open", "high", "low", "close"]] = 50.0
+    return to_panel(long)
+
+
+def test_reference_gives_the_same_features_and_windows():
+    panel = messy_panel()
+    wcfg = WindowConfig(length=16, exclude_features=("corr_ref_*",))
+    fs = build_features(panel, SMALL)
+    ws, _ = build_windows(fs, wcfg)
+    feats, valid = reference_features(panel, SMALL)
+    keys, windows, names = reference_windows(feats, valid, wcfg.length, ws.train_end, wcfg.exclude_features, wcfg.clip)
+    diff = compare(fs, ws, feats, valid, keys, windows, names)
+    assert diff["same_names"] and diff["same_window_keys"] and diff["valid_mismatches"] == 0
+    assert diff["feature_max_rel_diff"] < 1e-6 and diff["window_max_abs_diff"] < 1e-5
+    assert len(keys) > 1000 and fs.valid.sum() > 1500
+    # the comparison can fail: one changed value in the reference is seen
+    feats["rsi_5"].iloc[400, 1] += 1.0
+    assert compare(fs, ws, feats, valid, keys, windows, names)["feature_max_rel_diff"] > 1e-3
+
+
+def test_a_stage_in_a_fresh_process_reports_its_memory(tmp_path):
+    data = {"source": "synthetic", "n_bars": 800, "seed": 1}
+    out = run_stage("market_regimes.benchmarks.prep:load_stage", {"data": data, "panel_path": str(tmp_path / "p.npz")})
+    assert out["n_assets"] == 3 and out["n_bars"] == 800 and (tmp_path / "p.npz").exists()
+    assert out["peak_rss_mb"] > 30 and out["process_s"] > out["stage_s"] > 0
+    with pytest.raises(RuntimeError, match="unknown data.source"):
+        run_stage("market_regimes.benchmarks.prep:load_stage", {"data": {"source": "ftp"}, "panel_path": "x"})
+
+
+def test_quick_suite_end_to_end(tmp_path):
+    out = subprocess.run([sys.executable, "scripts/benchmark.py", "suite=perf_quick", f"paths.artifacts_dir={tmp_path}",
+                          f"paths.run_dir={tmp_path}/run"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    for section in ("prep", "training", "scale", "inference", "machine", "targets"):
+        assert report[section], section
+    ref = report["prep"]["reference"]
+    assert ref["same_names"] and ref["same_window_keys"] and ref["valid_mismatches"] == 0
+    assert ref["feature_max_rel_diff"] < 1e-6 and ref["window_max_abs_diff"] < 1e-5
+    assert report["prep"]["features_windows"]["n_windows"] > 0
+    cpu = report["training"]["cpu"]
+    assert all(cpu[loop]["windows_per_s"] > 0 for loop in ("bare", "lightning", "datamodule"))
+    sizes = report["scale"]["sizes"]
+    assert [s["n_assets"] for s in sizes] == [6, 3, 6] and set(report["scale"]["growth"]) == {"assets x2", "years x2"}
+    assert all(st["peak_rss_mb"] > 0 and st["wall_s"] > 0 for s in sizes for st in s["stages"].values())
+    assert report["scale"]["sizes"][0]["stages"]["cluster"]["n_labelled"] == sizes[0]["stages"]["encode"]["n_windows"]
+    assert report["inference"]["process"]["process_s"] > 0 and report["inference"]["call"]["call_ms"] > 0
+    targets = {t["target"] for t in report["targets"]}
+    assert any("pandas-loop" in t for t in targets) and any("Lightning overhead" in t for t in targets)
+    assert any("peak RSS <= 16 GB" in t for t in targets) and any("inference call" in t for t in targets)
+    md = (tmp_path / "run" / "PERFORMANCE.md").read_text()
+    for heading in ("## Targets", "## 1. Features + windows", "## 2. Training throughput", "## 3. Scale",
+                    "## 4. Inference latency", "## Reproduce"):
+        assert heading in md
+    assert "no GPU on this machine" in md or "cuda" in json.dumps(report["training"])
+
