@@ -177,16 +177,39 @@ class Fitted:
     cluster_seconds: float
 
 
-def feature_columns(names: list[str], patterns, n_assets: int = 1) -> list[int]:
-    """Indices of the model inputs matching ``patterns`` (all when None), tiled over assets in market mode."""
+def feature_columns(names: list[str], patterns, n_assets: int = 1, symbols: list[str] | None = None) -> list[int]:
+    """Indices of the model inputs matching ``patterns`` (all when None), tiled over assets in market mode.
+
+    In market mode (``symbols``: the A assets of the flattened ``A*F`` axis) a pattern
+    ``SYMBOL:pattern`` picks that one asset's columns, e.g. ``BTCUSDT:log_rv_168``. A market-wide
+    feature has the same value for every asset, so ``BTCUSDT:breadth_up_24`` is its single copy
+    (a plain ``breadth_up_24`` takes A identical copies). Such a pattern must match something.
+    """
     from fnmatch import fnmatch
 
     from market_regimes.errors import ConfigError
 
-    idx = list(range(len(names))) if not patterns else [i for i, n in enumerate(names) if any(fnmatch(n, p) for p in patterns)]
-    if not idx:
+    if not patterns:
+        return list(range(n_assets * len(names)))
+    picked: set[int] = set()
+    for pattern in (str(p) for p in patterns):
+        symbol, colon, feature = pattern.rpartition(":")
+        if not colon:
+            picked.update(a * len(names) + i for a in range(n_assets) for i, n in enumerate(names)
+                          if fnmatch(n, pattern))
+            continue
+        if symbols is None:
+            raise ConfigError(f"model.columns: {pattern!r} names an asset, which needs window.mode=market; "
+                              "per-asset windows hold one asset's features, so drop the 'SYMBOL:' prefix")
+        if symbol not in symbols:
+            raise ConfigError(f"model.columns: {pattern!r} names {symbol}, not among the symbols {list(symbols)}")
+        idx = [i for i, n in enumerate(names) if fnmatch(n, feature)]
+        if not idx:
+            raise ConfigError(f"model.columns: {pattern!r} matches none of the model inputs {names}")
+        picked.update(symbols.index(symbol) * len(names) + i for i in idx)
+    if not picked:
         raise ConfigError(f"model.columns={list(patterns)} matches none of the model inputs {names}")
-    return [a * len(names) + i for a in range(n_assets) for i in idx]
+    return sorted(picked)
 
 
 def fit_stack(cfg, features, windows: WindowSet, scaler, run_dir: Path, callbacks=None, resume=None,
@@ -204,7 +227,8 @@ def fit_stack(cfg, features, windows: WindowSet, scaler, run_dir: Path, callback
     n_features = len(windows.names) * n_assets
     trainer, train_s = None, 0.0
     if mcfg["encoder"] == "features":
-        model = FeatureEmbedding(n_features, windows.length, columns=feature_columns(windows.names, mcfg.get("columns"), n_assets),
+        model = FeatureEmbedding(n_features, windows.length, columns=feature_columns(windows.names, mcfg.get("columns"), n_assets,
+                                                                 windows.symbols if mode == "market" else None),
                                  pool=mcfg.get("pool", "last"))
     else:
         positive_offset = int(mcfg.pop("positive_offset", 0)) if mcfg.get("w_temporal", 0) > 0 else 0
