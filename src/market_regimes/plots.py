@@ -69,6 +69,8 @@ def latent_map(path: Path, z: np.ndarray, labels: np.ndarray, k: int, max_points
     zc = z[idx] - z[idx].mean(axis=0)
     _, _, vt = np.linalg.svd(zc, full_matrices=False)
     xy = zc @ vt[:2].T
+    if xy.shape[1] < 2:  # one-dimensional embedding: a strip
+        xy = np.column_stack([xy[:, 0], np.zeros(len(xy))])
     fig, ax = plt.subplots(figsize=(6, 5))
     colors = np.array(_colors(k))
     ax.scatter(xy[:, 0], xy[:, 1], c=colors[labels[idx]], s=3, alpha=0.5)
