@@ -105,7 +105,7 @@ def test_resume_from_last_checkpoint(trained, tmp_path):
 def test_every_experiment_config_composes(experiment, tmp_path):
     cfg = compose_cfg(tmp_path, [f"experiment={experiment}"], tiny=False)
     OmegaConf.resolve(cfg)
-    assert cfg.model.encoder in {"conv", "gru", "transformer"}
+    assert cfg.model.encoder in {"conv", "gru", "transformer", "features"}
 
 
 @pytest.mark.parametrize("group,options", [("model", ["conv", "gru", "transformer"]), ("cluster", ["kmeans", "gmm", "jump"]),
