@@ -13,6 +13,7 @@ from market_regimes.errors import ConfigError
 
 SUITES: dict[str, str] = {
     "perf": "market_regimes.benchmarks.perf:run_perf",
+    "regimes": "market_regimes.benchmarks.regime_suites:run_regimes",
 }
 
 

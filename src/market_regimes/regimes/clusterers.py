@@ -37,6 +37,9 @@ from market_regimes.errors import ConfigError, DataError
 #: dimension. 8 = 2 * 4: for isotropic Gaussian regimes the penalty is then the MAP cost of a switch
 #: with probability exp(-4) ~ 1/55 per row, i.e. regimes lasting ~55 rows on average.
 AUTO_PENALTY_FACTOR = 8.0
+#: ``jump_penalty="forecast"`` tries these multiples of sigma2, most persistent first, and keeps the
+#: first whose held-out forecast error is within one standard error of the best (validation.py).
+PENALTY_FACTORS = (32.0, 16.0, 8.0, 4.0, 2.0)
 _MIN_TEMPERATURE = 1e-12
 
 
@@ -445,7 +448,9 @@ class JumpRegimes(RegimeClusterer):
     scales with the data (x -> c x gives c^2 times the penalty) and, being per dimension, does not
     grow with D when only a few latent dimensions separate regimes. Reading the objective as an
     isotropic Gaussian HMM with variance sigma2, it is the MAP cost of a switch probability of
-    exp(-4) ~ 1/55 per row. The value used is ``jump_penalty_``.
+    exp(-4) ~ 1/55 per row. ``jump_penalty="forecast"``: the multiple of sigma2 in
+    ``PENALTY_FACTORS`` chosen by held-out forecast validation (``regimes/validation.py``; the
+    scores are kept in ``penalty_validation_``). The value used is ``jump_penalty_``.
 
     ``predict`` is the Viterbi path of each sequence: *non-causal*, a label can change when later
     rows arrive. ``predict_online`` is causal: argmin of the forward cost V_t(k) (best path of
@@ -474,7 +479,10 @@ class JumpRegimes(RegimeClusterer):
         from sklearn.cluster import KMeans, kmeans_plusplus
 
         km = KMeans(self.n_regimes, n_init=min(self.n_init, 10), random_state=int(rng.integers(2**31))).fit(X)
-        self.jump_penalty_ = self._resolve_penalty(km.inertia_ / X.size)
+        if isinstance(self.jump_penalty, str) and self.jump_penalty == "forecast":
+            self.jump_penalty_ = self._validated_penalty(X, lengths, km.inertia_ / X.size, int(rng.integers(2**31)))
+        else:
+            self.jump_penalty_ = self._resolve_penalty(km.inertia_ / X.size)
         plan = _Lockstep(lengths)
         x_sq = (X * X).sum(1)
         best = None
@@ -495,11 +503,24 @@ class JumpRegimes(RegimeClusterer):
     def _resolve_penalty(self, sigma2: float) -> float:
         if isinstance(self.jump_penalty, str):
             if self.jump_penalty != "auto":
-                raise ConfigError(f"jump_penalty must be a number >= 0 or 'auto', got {self.jump_penalty!r}")
+                raise ConfigError(f"jump_penalty must be a number >= 0, 'auto' or 'forecast', got {self.jump_penalty!r}")
             return AUTO_PENALTY_FACTOR * float(sigma2)
         if not np.isfinite(self.jump_penalty) or self.jump_penalty < 0:
-            raise ConfigError(f"jump_penalty must be a number >= 0 or 'auto', got {self.jump_penalty!r}")
+            raise ConfigError(f"jump_penalty must be a number >= 0, 'auto' or 'forecast', got {self.jump_penalty!r}")
         return float(self.jump_penalty)
+
+    def _validated_penalty(self, X: np.ndarray, lengths: np.ndarray, sigma2: float, seed: int) -> float:
+        """The factor of ``PENALTY_FACTORS`` (times sigma2) whose causal labels forecast best on
+        held-out data, most persistent first (``regimes/validation.py``). The candidates are
+        fitted from the k-means start only (``n_init=1``): validation ranks penalties, the final
+        fit with the chosen one uses every start. Too little held-out data: the 'auto' factor."""
+        from market_regimes.regimes.validation import choose_by_forecast
+
+        params = {**self.get_params(), "random_state": seed, "n_init": 1}  # a ranking: the k-means start suffices
+        make = lambda f: JumpRegimes(**{**params, "jump_penalty": f * float(sigma2)})  # noqa: E731
+        factor, self.penalty_validation_ = choose_by_forecast(list(PENALTY_FACTORS), make, X, lengths,
+                                                              fallback=AUTO_PENALTY_FACTOR)
+        return float(factor) * float(sigma2)
 
     def _fit_one(self, X: np.ndarray, plan: _Lockstep, centroids: np.ndarray):
         centroids = np.array(centroids, dtype=np.float64)

@@ -24,6 +24,13 @@ sequences) and scores each k. The rules, one per ``criterion``:
   reproducible structure and the answer is ``k_min``, with a warning.
 * ``"combined"``: computes all three; k is the stability choice when some k reaches
   ``STABLE_AGREEMENT``, otherwise the BIC elbow.
+* ``"forecast"``: each k is fitted once on the first 70 % of every sequence and scored by how
+  well its causal labels forecast the latent ``horizon`` rows ahead on the held-out rest
+  (``regimes/validation.py``); the smallest k within one standard error of the best wins, and
+  ``k_min`` when the held-out rest is too short to compare. One fit per k instead of
+  ``2 * n_repeats``. It rewards a split only when the split forecasts better (which persistent
+  volatility inside a planted regime can do), not when it is merely reproducible, as levels of
+  a one-dimensional input are under stability.
 
 No rule picks the top of the range merely because a score keeps improving; if the choice is
 ``k_max`` anyway a warning suggests widening the range.
@@ -42,8 +49,9 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 from market_regimes.errors import ConfigError
 from market_regimes.regimes.clusterers import GMMRegimes, as_matrix, check_lengths
 from market_regimes.regimes.labels import align_to_reference, apply_mapping
+from market_regimes.regimes.validation import FORECAST_HORIZON, choose_by_forecast
 
-CRITERIA = ("bic", "silhouette", "stability", "combined")
+CRITERIA = ("bic", "silhouette", "stability", "combined", "forecast")
 BIC_ELBOW_FRACTION = 0.05
 STABLE_AGREEMENT = 0.8
 MIN_STRUCTURE_ARI = 0.5
@@ -69,6 +77,7 @@ def select_n_regimes(
     random_state: int = 0,
     max_samples: int = 20000,
     n_repeats: int = 5,
+    horizon: int = FORECAST_HORIZON,
 ) -> SelectionResult:
     """Choose the number of regimes in ``k_range`` (inclusive) by ``criterion``, see module doc.
 
@@ -97,7 +106,20 @@ def select_n_regimes(
         for i, column in enumerate(("stability", "stability_se", "ari", "ari_se")):
             table[column] = stab[:, i]
 
-    if criterion == "bic":
+    if criterion == "forecast":
+        seed = int(rng.integers(2**31))
+
+        def seeded(k):
+            est = make_estimator(int(k))
+            if hasattr(est, "get_params") and "random_state" in est.get_params():
+                est.set_params(random_state=seed)
+            return est
+
+        best, scores = choose_by_forecast(list(ks), seeded, arr, lens, horizon=horizon)
+        if scores:
+            table["forecast_error"] = [r["forecast_error"] for r in scores]
+            table["forecast_excess_se"] = [r["excess_se"] for r in scores]
+    elif criterion == "bic":
         best = _bic_elbow(table["bic"])
     elif criterion == "silhouette":  # NaN where a fit used a single regime
         scores = table["silhouette"].dropna()

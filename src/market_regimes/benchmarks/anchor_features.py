@@ -1,0 +1,39 @@
+"""Hand-made, causal inputs of the anchor methods (trailing windows only; NaN until a window is full).
+
+* :func:`downside_features`: the features of Shu, Yu and Mulvey (2024), used in the
+  ``jumpmodels`` examples: for each half-life h, the log of the exponentially weighted downside
+  deviation and the exponentially weighted Sortino ratio (EW mean over EW downside deviation).
+* :func:`return_vol_breadth`: for each horizon h, the market return (cross-sectional mean of the
+  h-bar log return), the market volatility (cross-sectional mean of the log h-bar realised
+  volatility) and, with two or more assets, breadth (share of assets up over h bars).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def downside_features(returns, halflives=(5, 10, 21)) -> np.ndarray:
+    """(T, 2 * len(halflives)) from a (T,) return series; rows before max(halflives) bars are NaN."""
+    r = pd.Series(np.asarray(returns, dtype=np.float64))
+    cols = []
+    for h in halflives:
+        dd = np.sqrt((r.clip(upper=0.0) ** 2).ewm(halflife=h).mean())
+        mean = r.ewm(halflife=h).mean()
+        cols += [np.log(dd + 1e-8), mean / (dd + 1e-8)]
+    out = np.column_stack(cols)
+    out[: int(max(halflives))] = np.nan
+    return out
+
+
+def return_vol_breadth(returns, horizons=(24,)) -> np.ndarray:
+    """(T, F) from (T, A) log returns (a (T,) series is one asset); see the module docstring."""
+    r = pd.DataFrame(np.asarray(returns, dtype=np.float64).reshape(len(returns), -1))
+    cols = []
+    for h in horizons:
+        cum = r.rolling(h).sum()
+        cols += [cum.mean(axis=1, skipna=False), np.log(r.rolling(h).std() + 1e-12).mean(axis=1, skipna=False)]
+        if r.shape[1] >= 2:
+            cols.append((cum > 0).mean(axis=1).where(cum.notna().all(axis=1)))
+    return np.column_stack([np.asarray(c, dtype=np.float64) for c in cols])

@@ -1,0 +1,212 @@
+"""The regime benchmark: ``python scripts/benchmark.py suite=regimes`` (or one suite, or ``*_quick``).
+
+``suite.suites`` lists what runs, in order:
+
+1. ``two_state``: Hardy two-state daily model, T in ``lengths``, ``seeds`` seeds (``univariate``);
+2. ``switching_paths``: regime-switching gBm and Merton paths (``univariate``);
+3. ``multi_asset``: the project's synthetic scenarios (``multi_asset``);
+4. ``real_oos``: real BTC/ETH/BNB hourly, walk-forward (``real_oos``).
+
+Each suite config names the project's variants (``project.overrides`` shared by all of them,
+``project.variants``: name -> extra overrides, composed onto ``config/train.yaml`` or
+``config/walk_forward.yaml`` exactly as the command line would; ``project.reselect``: name ->
+``{of, cluster}``, the same latents clustered with another clusterer setting) and the anchors
+with their parameters. Simulated cases run in ``suite.n_jobs`` worker processes; every finished
+case (and each method of the real-data suite) is written to ``work/`` at once, and
+``suite.resume=<an earlier run dir>`` (or a list of them) reuses what is found there. The report (``report.json``, ``BENCHMARKS.md``) goes to the run directory and,
+when set, to ``suite.doc_path`` / ``suite.json_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from market_regimes.benchmarks.regime_report import render, summarize_suite
+from market_regimes.errors import ConfigError
+from market_regimes.serialize import json_default
+
+log = logging.getLogger(__name__)
+SUITE_NAMES = ("two_state", "switching_paths", "multi_asset", "real_oos")
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+
+
+def versions() -> dict:
+    """Versions of the packages that produce the numbers (None where one is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("numpy", "scipy", "pandas", "scikit-learn", "torch", "lightning", "hmmlearn", "jumpmodels"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def seeds(spec) -> list[int]:
+    """``{start, count}`` or an explicit list."""
+    if isinstance(spec, dict):
+        return list(range(int(spec.get("start", 0)), int(spec.get("start", 0)) + int(spec["count"])))
+    return [int(s) for s in spec]
+
+
+def project_configs(scfg: dict, work: Path, config_name: str = "train") -> dict[str, dict]:
+    """Variant name -> the composed config as a plain dict."""
+    from market_regimes.benchmarks.project_path import project_config
+
+    project = scfg.get("project") or {}
+    shared = list(project.get("overrides") or [])
+    return {name: _plain(project_config(shared + list(extra or []), work / name, config_name))
+            for name, extra in (project.get("variants") or {}).items()}
+
+
+def _cases(name: str, scfg: dict, work: Path) -> list[dict]:
+    configs = project_configs(scfg, work / "project")
+    common = {"suite": name, "project": configs, "reselect": (scfg.get("project") or {}).get("reselect") or {},
+              "anchors": scfg.get("anchors") or {}}
+    if name == "two_state":
+        return [{**common, "model": "two_state", "case": f"T={T}", "n_train": int(T), "n_test": int(scfg["n_test"]),
+                 "seed": s, "interval": scfg.get("interval", "1d")}
+                for s in seeds(scfg["seeds"]) for T in scfg["lengths"]]  # seed-major: a partial run covers every T
+    if name == "switching_paths":
+        return [{**common, "model": m, "case": m, "path": scfg["path"], "fit_fraction": float(scfg["fit_fraction"]),
+                 "seed": s, "interval": scfg.get("interval", "1h")}
+                for s in seeds(scfg["seeds"]) for m in scfg["models"]]
+    return [{**common, "scenario": sc, "case": sc, "seed": s} for s in seeds(scfg["seeds"]) for sc in scfg["scenarios"]]
+
+
+def _case_file(root: Path, case: dict) -> Path:
+    return root / case["suite"] / f"{case['case']}_seed{case['seed']}.json"
+
+
+def _run_one(case: dict) -> dict:
+    import logging as _logging
+
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        _logging.getLogger(name).setLevel(_logging.WARNING)
+    if case["suite"] == "multi_asset":
+        from market_regimes.benchmarks.multi_asset import run_case
+    else:
+        from market_regimes.benchmarks.univariate import run_case
+    t0 = time.perf_counter()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):  # one process per core: BLAS/OpenMP threads only spin on small problems
+        out = run_case(case)
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    shutil.rmtree(case["work_dir"], ignore_errors=True)
+    return out
+
+
+def reuse(resume: list[Path], relative: Path) -> dict | None:
+    """The first earlier result at ``relative`` under one of the ``resume`` work directories."""
+    for root in resume:
+        if (root / relative).exists():
+            return json.loads((root / relative).read_text())
+    return None
+
+
+def run_cases(cases: list[dict], root: Path, n_jobs: int, resume: list[Path]) -> list[dict]:
+    """Results of every case, from ``resume`` where it has them, else computed (in parallel)."""
+    from joblib import Parallel, delayed
+
+    done, todo = [], []
+    for i, case in enumerate(cases):
+        old = reuse(resume, _case_file(Path("cases"), case))
+        if old is not None:
+            done.append(old)
+            _write_case(root, case, done[-1])
+        else:
+            todo.append({**case, "work_dir": str(root.parent / "scratch" / f"{case['suite']}_{i}")})
+    log.info("%d cases to run (%d reused)", len(todo), len(done))
+    results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(delayed(_run_one)(c) for c in todo)
+    for k, res in enumerate(results, 1):
+        _write_case(root, res, res)
+        done.append(res)
+        log.info("%s %s seed %s done in %.0f s (%d/%d)", res["suite"], res["case"], res["seed"], res["seconds"],
+                 k, len(todo))
+    return sorted(done, key=lambda r: (r["case"], r["seed"]))
+
+
+def _write_case(root: Path, case: dict, result: dict) -> None:
+    path = _case_file(root, case)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, default=json_default))
+
+
+def run_suite_section(name: str, scfg: dict, work: Path, n_jobs: int, resume: list[Path]) -> dict:
+    t0 = time.perf_counter()
+    if name == "real_oos":
+        from market_regimes.benchmarks.real_oos import run_real_oos
+
+        configs = {n: OmegaConf.create(c) for n, c in project_configs(scfg, work / "project", "walk_forward").items()}
+        out = run_real_oos(scfg, configs, work / "real_oos", lambda method: reuse(resume, Path("real_oos") / f"{method}.json"))
+    else:
+        out = {"cases": run_cases(_cases(name, scfg, work), work / "cases", n_jobs, resume)}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def run_regimes(cfg) -> Path:
+    """Run the configured suites, write the report; return the markdown path."""
+    from market_regimes.benchmarks.measure import machine
+    from market_regimes.benchmarks.perf import repo_root
+
+    suite = cfg.suite
+    names = list(suite.suites)
+    unknown = [n for n in names if n not in SUITE_NAMES]
+    if unknown:
+        raise ConfigError(f"suite.suites has unknown entries {unknown}; known: {', '.join(SUITE_NAMES)}")
+    for package in ("hmmlearn", "jumpmodels"):
+        from market_regimes.benchmarks.anchors import require
+
+        require(package)  # fail before hours of work, not after
+    run_dir = Path(cfg.paths.run_dir)
+    work = run_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    earlier = suite.get("resume") or []
+    resume = [Path(p) / "work" for p in ([earlier] if isinstance(earlier, str) else earlier)]
+    report = {"command": suite.command, "machine": machine(), "versions": versions(), "suites": {}}
+    t0 = time.perf_counter()
+    for name in names:
+        scfg = _plain(suite[name])
+        log.info("regime benchmark: suite %s", name)
+        section = run_suite_section(name, scfg, work, int(suite.get("n_jobs", 1)), resume)
+        section["summary"] = summarize_suite(name, scfg, section)
+        section["config"] = scfg
+        report["suites"][name] = section
+        _write(run_dir, report)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    report["machine"]["load_average_end"] = machine()["load_average"]
+    md = _write(run_dir, report)
+    shutil.rmtree(work / "scratch", ignore_errors=True)
+    tables = run_dir / "benchmarks.json"  # the tables without the per-case results (those stay in report.json)
+    tables.write_text(json.dumps({**{k: v for k, v in report.items() if k != "suites"},
+                                  "suites": {n: {k: v for k, v in sec.items() if k != "cases"}
+                                             for n, sec in report["suites"].items()}}, indent=1, default=json_default))
+    for key, src in (("doc_path", md), ("json_path", tables)):
+        if suite.get(key):
+            dst = Path(suite[key])
+            dst = dst if dst.is_absolute() else repo_root() / dst
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            print(f"copied to {dst}")
+    return md
+
+
+def _write(run_dir: Path, report: dict) -> Path:
+    (run_dir / "report.json").write_text(json.dumps(report, indent=1, default=json_default))
+    md = run_dir / "BENCHMARKS.md"
+    md.write_text(render(report))
+    return md
