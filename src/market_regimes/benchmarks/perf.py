@@ -24,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from market_regimes.benchmarks.measure import machine, repeat_stage, run_stage
+from market_regimes.benchmarks.measure import machine, median_of, repeat_stage, run_stage
 from market_regimes.benchmarks.report import render, targets
 from market_regimes.serialize import json_default
 
@@ -140,10 +140,16 @@ def training_section(cfg, work: Path) -> dict:
             out["cuda"] = None  # no GPU on this machine
             continue
         trainer = _plain(cfg.trainer) if device == "cpu" else {**_plain(cfg.trainer), **GPU_TRAINER}
-        rows = {loop: _stage("throughput:train_loop_stage", {**base, "loop": loop, "device": device,
-                                                               "trainer": trainer}, suite)
-                for loop in ("bare", "lightning", "datamodule")}
+        loops = ("bare", "lightning", "datamodule")
+        runs = {loop: [] for loop in loops}
+        for _ in range(max(int(suite.repeats), 1)):  # interleaved, so a change in machine load hits all loops
+            for loop in loops:
+                runs[loop].append(run_stage(f"{_PKG}.throughput:train_loop_stage", {**base, "loop": loop, "device": device,
+                                                                                     "trainer": trainer}, bool(suite.isolate)))
+        rows = {loop: {**median_of(r), "runs": r} for loop, r in runs.items()}
         rows["overhead"] = rows["bare"]["windows_per_s"] / rows["lightning"]["windows_per_s"] - 1.0
+        log.info("training %s: %s windows/s, Lightning overhead %+.1f %%", device,
+                 {loop: round(rows[loop]["windows_per_s"]) for loop in loops}, 100 * rows["overhead"])
         out[device] = rows
     return out
 

@@ -28,9 +28,8 @@ sequences) and scores each k. The rules, one per ``criterion``:
   well its causal labels forecast the latent ``horizon`` rows ahead on the held-out rest
   (``regimes/validation.py``); the smallest k within one standard error of the best wins, and
   ``k_min`` when the held-out rest is too short to compare. One fit per k instead of
-  ``2 * n_repeats``. It rewards a split only when the split forecasts better (which persistent
-  volatility inside a planted regime can do), not when it is merely reproducible, as levels of
-  a one-dimensional input are under stability.
+  ``2 * n_repeats``, and it does not reward splitting a regime into reproducible but
+  unpredictive levels, which stability does on one-dimensional inputs.
 
 No rule picks the top of the range merely because a score keeps improving; if the choice is
 ``k_max`` anyway a warning suggests widening the range.
