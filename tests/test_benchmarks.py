@@ -161,9 +161,11 @@ def test_quick_suites_run_and_hold_their_regression_bounds(tmp_path):
     # with ~95 % total accuracy; WK-means on Merton paths (jumps of different sizes) ~95 %.
     assert _row(report, "switching_paths", "gbm", "features")["acc_oos"]["mean"] > 0.85
     assert _row(report, "switching_paths", "merton", "wkmeans")["acc_oos"]["mean"] > 0.85
-    # Multi-asset volatility scenario: the HMM on market return/volatility/breadth reaches ARI
-    # ~0.8 out of sample; the planted regimes are lost below 0.5.
-    assert _row(report, "multi_asset", "volatility", "hmm")["ari_oos"]["mean"] > 0.5
+    # Multi-asset volatility scenario (three planted regimes): the HMM on market return/volatility/
+    # breadth reaches balanced accuracy 0.69-0.86 out of sample at 2000-4000 bars (chance: 1/3).
+    # ARI is not bounded here: with 600 test bars the test period holds only 3-5 regime runs, and
+    # GARCH volatility carried across a switch makes one misread run move ARI by +-0.4.
+    assert _row(report, "multi_asset", "volatility", "hmm")["bac_oos"]["mean"] > 0.55
     if "real_oos" in report["suites"]:
         # Real data: the jump model's labels persist (mean run > 24 h, far from the 1-2 h of a
         # flickering label), and current volatility forecasts the next day's better than the

@@ -5,7 +5,10 @@
   deviation and the exponentially weighted Sortino ratio (EW mean over EW downside deviation).
 * :func:`return_vol_breadth`: for each horizon h, the market return (cross-sectional mean of the
   h-bar log return), the market volatility (cross-sectional mean of the log h-bar realised
-  volatility) and, with two or more assets, breadth (share of assets up over h bars).
+  volatility) and, with two or more assets, breadth: the share of up bars over the last h bars,
+  pooled over the assets. (The share of assets whose h-bar return is positive takes only A + 1
+  values; with three assets such a feature gives a Gaussian HMM zero-variance states on its
+  extremes, which is a defect of the feature, not of the anchor.)
 """
 
 from __future__ import annotations
@@ -35,5 +38,6 @@ def return_vol_breadth(returns, horizons=(24,)) -> np.ndarray:
         cum = r.rolling(h).sum()
         cols += [cum.mean(axis=1, skipna=False), np.log(r.rolling(h).std() + 1e-12).mean(axis=1, skipna=False)]
         if r.shape[1] >= 2:
-            cols.append((cum > 0).mean(axis=1).where(cum.notna().all(axis=1)))
+            up = (r > 0).astype(np.float64).where(r.notna()).rolling(h).mean()
+            cols.append(up.mean(axis=1, skipna=False))
     return np.column_stack([np.asarray(c, dtype=np.float64) for c in cols])
