@@ -63,7 +63,7 @@ def test_quick_suite_end_to_end(tmp_path):
                           f"paths.run_dir={tmp_path}/run"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    for section in ("prep", "training", "scale", "inference", "machine", "targets"):
+    for section in ("prep", "training", "scale", "inference", "walk_forward", "machine", "targets"):
         assert report[section], section
     ref = report["prep"]["reference"]
     assert ref["same_names"] and ref["same_window_keys"] and ref["valid_mismatches"] == 0
@@ -76,12 +76,14 @@ def test_quick_suite_end_to_end(tmp_path):
     assert all(st["peak_rss_mb"] > 0 and st["wall_s"] > 0 for s in sizes for st in s["stages"].values())
     assert report["scale"]["sizes"][0]["stages"]["cluster"]["n_labelled"] == sizes[0]["stages"]["encode"]["n_windows"]
     assert report["inference"]["process"]["process_s"] > 0 and report["inference"]["call"]["call_ms"] > 0
+    wf = report["walk_forward"]["run"]
+    assert wf["n_folds"] == 2 and len(wf["fold_s"]) == 2 and 0 < sum(wf["fold_s"]) < wf["walk_forward_s"]
     targets = {t["target"] for t in report["targets"]}
     assert any("pandas-loop" in t for t in targets) and any("Lightning overhead" in t for t in targets)
     assert any("peak RSS <= 16 GB" in t for t in targets) and any("inference call" in t for t in targets)
     md = (tmp_path / "run" / "PERFORMANCE.md").read_text()
     for heading in ("## Targets", "## 1. Features + windows", "## 2. Training throughput", "## 3. Scale",
-                    "## 4. Inference latency", "## Reproduce"):
+                    "## 4. Inference latency", "## 5. Walk-forward validation", "## Reproduce"):
         assert heading in md
     assert "no GPU on this machine" in md or "cuda" in json.dumps(report["training"])
 

@@ -1,4 +1,5 @@
-"""Inference latency: a bundle trained by the train job, then ``infer_latest.py`` and ``infer``."""
+"""Job-level timings: a bundle trained by the train job, then ``infer_latest.py`` and ``infer``;
+the walk-forward job end to end."""
 
 from __future__ import annotations
 
@@ -71,3 +72,25 @@ def process_times(script: Path, bundle: str, asset: str, repeats: int) -> dict:
         inner.append(json.loads(out.stdout)["inference_ms"])
     return {"process_s": statistics.median(times), "process_runs_s": times,
             "card_inference_ms": statistics.median(inner)}
+
+
+def walk_forward_stage(work_dir: str, config_dir: str, overrides: list[str]) -> dict:
+    """The walk-forward job (``config/walk_forward.yaml`` plus ``overrides``), timed end to end:
+    data, features, every fold's refit and labelling, drift, report and ``regimes.csv``."""
+    from hydra import compose, initialize_config_dir
+
+    from market_regimes.walk_forward import run_walk_forward
+
+    work = Path(work_dir)
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        cfg = compose("walk_forward", overrides=[*overrides, f"paths.artifacts_dir={work}",
+                                                 f"paths.run_dir={work}/run", "plots=false", "logger=none",
+                                                 "trainer.enable_progress_bar=false"])
+    t0 = time.perf_counter()
+    result = run_walk_forward(cfg)
+    wall = time.perf_counter() - t0
+    report = json.loads((result.run_dir / "report.json").read_text())
+    folds = report["folds"]
+    return {"walk_forward_s": wall, "n_folds": len(folds), "fold_s": [f["seconds"] for f in folds],
+            "n_regimes": [f["n_regimes"] for f in folds], "train_start": folds[0]["train_start"],
+            "first_train_end": folds[0]["train_end"], "test_end": folds[-1]["test_end"]}

@@ -8,7 +8,8 @@ Four sections, each stage measured in a fresh process (``suite.isolate``) with m
 2. ``training``: windows/s of the Lightning training step against a bare PyTorch loop;
 3. ``scale``: a synthetic market of many assets and years through every stage, at three sizes
    so that the growth of each stage when assets or years double can be read off;
-4. ``inference``: ``infer_latest.py`` as a process and the in-process ``infer`` call.
+4. ``inference``: ``infer_latest.py`` as a process and the in-process ``infer`` call;
+5. ``walk_forward``: the walk-forward job on the real-data experiment, end to end, per fold.
 
 Results go to ``report.json`` and ``PERFORMANCE.md`` in the run directory, and the markdown to
 ``suite.doc_path`` when set (the committed ``docs/PERFORMANCE.md``).
@@ -65,7 +66,7 @@ def run_perf(cfg) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     report = {"suite": _plain(suite), "machine": machine(), "command": suite.command}
     sections = {"prep": prep_section, "training": training_section, "scale": scale_section,
-                "inference": inference_section}
+                "inference": inference_section, "walk_forward": walk_forward_section}
     for name in suite.get("sections") or sections:
         log.info("perf: section %s", name)
         report[name] = sections[name](cfg, work / name)
@@ -217,4 +218,16 @@ def inference_section(cfg, work: Path) -> dict:
                                    int(si.process_repeats))
     out["call"] = _stage("latency:call_stage", {"bundle": bundle["bundle"], "asset": si.asset,
                                                 "repeats": int(si.repeats)}, suite)
+    return out
+
+
+def walk_forward_section(cfg, work: Path) -> dict:
+    sw = cfg.suite.walk_forward
+    work.mkdir(parents=True, exist_ok=True)
+    out = {"overrides": list(sw.overrides)}
+    # always its own process: the job composes its own Hydra config
+    out["run"] = repeat_stage(f"{_PKG}.latency:walk_forward_stage",
+                              {"work_dir": str(work), "config_dir": str(repo_root() / "config"),
+                               "overrides": list(sw.overrides)}, int(sw.get("repeats", 1)), isolate=True)
+    log.info("walk-forward: %.1f min, peak RSS %.0f MB", out["run"]["walk_forward_s"] / 60, out["run"]["peak_rss_mb"])
     return out

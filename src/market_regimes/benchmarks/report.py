@@ -68,6 +68,11 @@ def targets(report: dict) -> list[dict]:
         call = inf["call"]
         add("inference call < 50 ms", f"{call['call_ms']:.0f} ms (features {call['tail_features_ms']:.0f} ms, "
             f"labelling {call['labelling_ms']:.0f} ms)", call["call_ms"] < 50)
+    wf = report.get("walk_forward")
+    if wf:
+        r = wf["run"]
+        add("walk-forward wall time (no target: reported)", f"{r['walk_forward_s'] / 60:.1f} min for {r['n_folds']} "
+            f"folds, peak RSS {_mb(r['peak_rss_mb'])}", None)
     return rows
 
 
@@ -101,7 +106,8 @@ def render(report: dict) -> str:
     ]
     lines += _table(["target", "measured", "met"], [[t["target"], t["measured"], _ok(t["ok"])]
                                                    for t in report.get("targets", [])])
-    for name, fn in (("prep", _prep), ("training", _training), ("scale", _scale), ("inference", _inference)):
+    for name, fn in (("prep", _prep), ("training", _training), ("scale", _scale), ("inference", _inference),
+                     ("walk_forward", _walk_forward)):
         if report.get(name):
             lines += ["", *fn(report[name])]
     lines += ["", "## Reproduce", "", "```bash", report["command"],
@@ -232,4 +238,16 @@ def _inference(i: dict) -> list[str]:
         ["... encoding and labelling", f"{c['labelling_ms']:.1f} ms"],
         ["features over the whole history instead (before the tail)", f"{c['full_history_features_ms']:.1f} ms"],
         ["loading the bundle and the data (once per process)", f"{c['setup_s']:.2f} s"],
+    ])
+
+
+def _walk_forward(w: dict) -> list[str]:
+    r = w["run"]
+    return ["## 5. Walk-forward validation", "",
+            f"`python scripts/walk_forward_validate.py {' '.join(w['overrides'])}`: training from {r['train_start']}, "
+            f"first training end {r['first_train_end']}, test through {r['test_end']}; {r['n_folds']} folds, "
+            f"regimes per fold {r['n_regimes']}.", ""] + _table(["what", "value"], [
+        ["whole job (data, features, every fold's refit, labelling, drift, report)", f"{r['walk_forward_s'] / 60:.1f} min"],
+        ["per fold", ", ".join(f"{x:.0f} s" for x in r["fold_s"])],
+        ["peak RSS", _mb(r["peak_rss_mb"])],
     ])
