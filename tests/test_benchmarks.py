@@ -101,7 +101,11 @@ def test_package_jump_model_and_kmeans_anchor_on_hand_made_features():
     assert agreement(s[ok], labels)["balanced_accuracy"] > 0.7
     F = return_vol_breadth(np.column_stack([r, r + 0.001]), (5, 21))
     assert F.shape == (2500, 6) and np.isnan(F[:4]).all() and np.isnan(F[:20, 3:]).all() and np.isfinite(F[20:]).all()
-    assert set(np.unique(F[25:, 2])) <= {0.0, 0.5, 1.0}  # breadth: share of two assets up
+    # breadth: the share of up bars over the last 5 bars, pooled over the two assets
+    up = np.column_stack([r > 0, r + 0.001 > 0]).astype(float)
+    expected = np.array([up[t - 4:t + 1].mean() for t in range(25, 2500)])
+    np.testing.assert_allclose(F[25:, 2], expected, atol=1e-12)
+    assert len(np.unique(np.round(F[25:, 2], 9))) > 3  # not the 3 values of "share of assets up"
 
 
 # ----------------------------------------------------------------------------- scoring
