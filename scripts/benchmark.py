@@ -2,6 +2,8 @@
 
     python scripts/benchmark.py suite=perf          # performance and scale, writes docs/PERFORMANCE.md
     python scripts/benchmark.py suite=perf_quick    # the reduced version CI runs
+    python scripts/benchmark.py suite=regimes       # regime recovery and skill vs the anchors, writes docs/BENCHMARKS.md
+    python scripts/benchmark.py suite=regimes_quick # its reduced version (CI)
 """
 
 import hydra

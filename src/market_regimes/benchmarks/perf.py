@@ -180,11 +180,13 @@ def scale_section(cfg, work: Path) -> dict:
                       "total_s": sum(s["wall_s"] for s in stages.values()),
                       "peak_rss_mb": max(s["peak_rss_mb"] for s in stages.values())})
     heap = None
-    if sc.get("heap_probe") and "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        probe = {"n_assets": int(sc.heap_probe[0]), "n_bars": int(sc.heap_probe[1]), "window": window,
-                 "features": features, "model": _plain(cfg.model)}
-        heap = {"default": run_stage(f"{_PKG}.scale:heap_probe_stage", probe, env={"MALLOC_MMAP_THRESHOLD_": None}),
-                "fixed_threshold": run_stage(f"{_PKG}.scale:heap_probe_stage", probe)}
+    if sc.get("heap_probe"):
+        # encode_windows must not leave heap behind per window (glibc's default allocator settings;
+        # doubling the windows shows whether the growth is bounded or linear)
+        n_a, n_b = int(sc.heap_probe[0]), int(sc.heap_probe[1])
+        probe = {"n_bars": n_b, "window": window, "features": features, "model": _plain(cfg.model)}
+        heap = {"half": run_stage(f"{_PKG}.scale:heap_probe_stage", {**probe, "n_assets": n_a // 2}),
+                "full": run_stage(f"{_PKG}.scale:heap_probe_stage", {**probe, "n_assets": n_a})}
     main = sizes[0]
     growth = {}
     for other in sizes[1:]:

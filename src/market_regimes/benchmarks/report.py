@@ -205,14 +205,11 @@ def _scale(s: dict) -> list[str]:
                   "stage whose parts grow differently, e.g. the clusterer's fit on a fixed-size subsample):", ""]
         lines += _table(["doubling"] + cols, [[g] + [f"{v[c]:.2f}" for c in cols] for g, v in s["growth"].items()])
     if s.get("heap"):
-        d, f = s["heap"]["default"], s["heap"]["fixed_threshold"]
-        lines += ["", f"Memory of encoding: `training.encode_windows` over {d['n_windows']:,} windows grew the resident "
-                  f"memory by {d['rss_growth_mb']:.0f} MB ({d['per_window_kb']:.2f} KB per window, of which its output is "
-                  f"{d['output_per_window_kb']:.2f} KB) with glibc's default dynamic mmap threshold, and by "
-                  f"{f['rss_growth_mb']:.0f} MB ({f['per_window_kb']:.2f} KB per window) with "
-                  "`MALLOC_MMAP_THRESHOLD_` fixed: freed batch buffers stay in a heap that "
-                  "later small allocations pin, so the growth is linear in the windows encoded. The scale stages "
-                  "above ran with that setting; without it the encoding at the largest size would need tens of GB."]
+        h, f = s["heap"]["half"], s["heap"]["full"]
+        lines += ["", f"Memory of encoding: `training.encode_windows` over {h['n_windows']:,} and {f['n_windows']:,} windows "
+                  f"grew the resident memory by {h['rss_growth_mb']:.0f} and {f['rss_growth_mb']:.0f} MB, of which its "
+                  f"output is {h['output_per_window_kb']:.2f} KB per window (glibc's default allocator settings); "
+                  "what grows beyond the output when the windows double is heap the allocator keeps per window."]
     main = s["sizes"][0]["stages"]
     tr, enc, cl = main["train"], main["encode"], main["cluster"]
     lines += ["", f"Largest size, details: simulate {main['data']['simulate_s']:.1f} s + panel "
