@@ -87,3 +87,25 @@ def test_quick_suite_end_to_end(tmp_path):
         assert heading in md
     assert "no GPU on this machine" in md or "cuda" in json.dumps(report["training"])
 
+
+
+def test_merged_sections_say_which_run_they_come_from(tmp_path):
+    from market_regimes.benchmarks.perf import merge_sections
+    from market_regimes.errors import ConfigError
+
+    def run(name, commit, **sections):
+        d = tmp_path / name
+        d.mkdir()
+        machine = {"date": f"date-{name}", "commit": commit, "load_average": [0.1, 0.2, 0.3]}
+        (d / "report.json").write_text(json.dumps({"machine": machine, **sections}))
+        return str(d)
+
+    first = run("first", "aaa", prep={"v": 1}, scale={"v": 1}, training={"v": 1})
+    second = run("second", "bbb", scale={"v": 2})
+    report = {}
+    prov = merge_sections(report, [first, second], skip=["training"])
+    # later runs win, sections this run measures itself are not copied
+    assert report == {"prep": {"v": 1}, "scale": {"v": 2}}
+    assert prov["prep"]["commit"] == "aaa" and prov["scale"]["commit"] == "bbb" and "training" not in prov
+    with pytest.raises(ConfigError, match="does not exist"):
+        merge_sections({}, [str(tmp_path / "missing")])

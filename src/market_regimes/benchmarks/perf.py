@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from market_regimes.benchmarks.measure import machine, median_of, repeat_stage, run_stage
 from market_regimes.benchmarks.report import render, targets
+from market_regimes.errors import ConfigError
 from market_regimes.serialize import json_default
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,17 @@ PARTS = (("data", "simulate_s"), ("data", "panel_s"), ("train", "train_epoch_s")
 
 def _plain(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+
+
+def _command_line(default: str) -> str:
+    """The command as typed (Hydra's overrides), or the suite's documented command."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # no Hydra run (called from Python)
+        return default
+    return "python scripts/benchmark.py " + " ".join(overrides) if overrides else default
 
 
 def repo_root() -> Path:
@@ -64,12 +76,18 @@ def run_perf(cfg) -> Path:
     run_dir = Path(cfg.paths.run_dir)
     work = run_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
-    report = {"suite": _plain(suite), "machine": machine(), "command": suite.command}
+    report = {"suite": _plain(suite), "machine": machine(), "command": _command_line(suite.command)}
     sections = {"prep": prep_section, "training": training_section, "scale": scale_section,
                 "inference": inference_section, "walk_forward": walk_forward_section}
-    for name in suite.get("sections") or sections:
+    chosen = suite.get("sections")
+    chosen = list(sections) if chosen is None else list(chosen)
+    report["provenance"] = merge_sections(report, suite.get("merge_from"), skip=chosen)
+    for name in chosen:
         log.info("perf: section %s", name)
         report[name] = sections[name](cfg, work / name)
+        report["provenance"][name] = {"run": str(run_dir), "date": report["machine"]["date"],
+                                      "commit": report["machine"]["commit"],
+                                      "load_average": report["machine"]["load_average"]}
         _write(run_dir, report)  # partial results survive a failure later on
     report["machine"]["load_average_end"] = machine()["load_average"]
     report["targets"] = targets(report)
@@ -82,6 +100,31 @@ def run_perf(cfg) -> Path:
         shutil.copyfile(md, doc)
         print(f"report copied to {doc}")
     return md
+
+
+SECTIONS = ("prep", "training", "scale", "inference", "walk_forward")
+
+
+def merge_sections(report: dict, runs, skip=()) -> dict:
+    """Copy into ``report`` the sections of earlier runs (``suite.merge_from``: run directories,
+    later ones winning) that this run does not measure itself; return where each came from.
+
+    This re-measures one section (after a change that concerns it) without repeating the hour
+    of the others; the report says which run, commit and machine load every section comes from.
+    """
+    provenance = {}
+    for run in [runs] if isinstance(runs, str) else list(runs or []):
+        path = Path(run) / "report.json"
+        if not path.exists():
+            raise ConfigError(f"suite.merge_from: {path} does not exist")
+        earlier = json.loads(path.read_text())
+        for name in SECTIONS:
+            if name in earlier and name not in skip:
+                report[name] = earlier[name]
+                m = earlier["machine"]
+                provenance[name] = {"run": str(run), "date": m["date"], "commit": m["commit"],
+                                    "load_average": m["load_average"]}
+    return provenance
 
 
 def _write(run_dir: Path, report: dict) -> Path:

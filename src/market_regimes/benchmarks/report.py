@@ -102,8 +102,14 @@ def render(report: dict) -> str:
         "Environment of the benchmark and its stage processes: "
         + (", ".join(f"`{k}={v}`" for k, v in (report["suite"].get("env") or {}).items()) or "unchanged")
         + " (why: config/suite/perf.yaml).", "",
-        "## Targets", "",
     ]
+    prov = report.get("provenance") or {}
+    if len({(v["run"]) for v in prov.values()}) > 1:  # sections measured in different runs
+        lines += ["Sections come from these runs (`suite.merge_from`):", ""]
+        lines += _table(["section", "run", "date", "commit", "load average at its start"],
+                        [[k, f"`{v['run']}`", v["date"], v["commit"], v["load_average"]] for k, v in prov.items()])
+        lines += [""]
+    lines += ["## Targets", ""]
     lines += _table(["target", "measured", "met"], [[t["target"], t["measured"], _ok(t["ok"])]
                                                    for t in report.get("targets", [])])
     for name, fn in (("prep", _prep), ("training", _training), ("scale", _scale), ("inference", _inference),
