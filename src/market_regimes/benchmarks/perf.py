@@ -87,7 +87,8 @@ def run_perf(cfg) -> Path:
         report[name] = sections[name](cfg, work / name)
         report["provenance"][name] = {"run": str(run_dir), "date": report["machine"]["date"],
                                       "commit": report["machine"]["commit"],
-                                      "load_average": report["machine"]["load_average"]}
+                                      "load_average": report["machine"]["load_average"],
+                                      "env": _plain(suite.get("env"))}
         _write(run_dir, report)  # partial results survive a failure later on
     report["machine"]["load_average_end"] = machine()["load_average"]
     report["targets"] = targets(report)
@@ -123,7 +124,8 @@ def merge_sections(report: dict, runs, skip=()) -> dict:
                 report[name] = earlier[name]
                 m = earlier["machine"]
                 provenance[name] = {"run": str(run), "date": m["date"], "commit": m["commit"],
-                                    "load_average": m["load_average"]}
+                                    "load_average": m["load_average"],
+                                    "env": (earlier.get("suite") or {}).get("env") or {}}
     return provenance
 
 

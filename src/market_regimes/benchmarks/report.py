@@ -99,15 +99,17 @@ def render(report: dict) -> str:
         f"GPU: {m['cuda'] or 'none'}. Load average (1/5/15 min) at the start {m['load_average']}, at the end "
         f"{m.get('load_average_end', 'n/a')}: other jobs share this machine, so a load well above 0 "
         "means slower and noisier figures; re-run the command on a quiet machine to refresh them.", "",
-        "Environment of the benchmark and its stage processes: "
+        "Environment of the benchmark and its stage processes (this run): "
         + (", ".join(f"`{k}={v}`" for k, v in (report["suite"].get("env") or {}).items()) or "unchanged")
         + " (why: config/suite/perf.yaml).", "",
     ]
     prov = report.get("provenance") or {}
     if len({(v["run"]) for v in prov.values()}) > 1:  # sections measured in different runs
         lines += ["Sections come from these runs (`suite.merge_from`):", ""]
-        lines += _table(["section", "run", "date", "commit", "load average at its start"],
-                        [[k, f"`{v['run']}`", v["date"], v["commit"], v["load_average"]] for k, v in prov.items()])
+        lines += _table(["section", "run", "date", "commit", "load average at its start", "environment"],
+                        [[k, f"`{v['run']}`", v["date"], v["commit"], v["load_average"],
+                          ", ".join(f"`{a}={b}`" for a, b in (v.get("env") or {}).items()) or "unchanged"]
+                         for k, v in prov.items()])
         lines += [""]
     lines += ["## Targets", ""]
     lines += _table(["target", "measured", "met"], [[t["target"], t["measured"], _ok(t["ok"])]
