@@ -392,3 +392,21 @@ def test_finite_memory_online_filter_uses_only_the_last_rows():
     X2 = X.copy()
     X2[300:] = rng.normal(0, 3, X2[300:].shape)
     np.testing.assert_array_equal(jm.predict_online(X2, lengths)[:300], got[:300])
+
+
+@pytest.mark.parametrize("penalty", [0.0, 0.3, 4.0, 1e6])
+@pytest.mark.parametrize("memory", [1, 7, 64])
+def test_finite_memory_forward_costs_equal_a_fresh_recursion_per_row(penalty, memory):
+    """Every row's costs equal, bit for bit, the forward recursion run afresh on its own last
+    ``memory`` rows (the finite-memory recursion stops early once it meets the full one)."""
+    from market_regimes.regimes.clusterers import _forward, _forward_window, _Lockstep
+
+    rng = np.random.default_rng(int(penalty * 10) + memory)
+    lengths = np.array([300, 1, 5, 150])
+    loss = rng.gamma(1.0, 1.0, (lengths.sum(), 3)) * rng.choice([0.2, 3.0], (lengths.sum(), 1))
+    got = _forward_window(loss, lengths, penalty, memory)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    for t in range(len(loss)):
+        lo = max(starts[t], t - memory + 1)
+        ref = _forward(loss[lo : t + 1], _Lockstep(np.array([t + 1 - lo])), penalty)[-1]
+        assert np.array_equal(got[t], ref), t

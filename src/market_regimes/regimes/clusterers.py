@@ -392,19 +392,43 @@ def _forward_window(loss: np.ndarray, lengths: np.ndarray, penalty: float, memor
     :func:`_forward` started afresh at row ``max(sequence start, t - memory + 1)``.
 
     The label of a row then depends on the last ``memory`` rows only, so it can be reproduced
-    exactly from a bounded stretch of history (fast inference) while staying causal. The loop
-    runs over the ``memory`` offsets, each step vectorised over all rows.
+    exactly from a bounded stretch of history (fast inference) while staying causal.
+
+    The recursion is deterministic given its last value, so once the one started at row s
+    reaches, at some row u, exactly (bit for bit) the value of the recursion started at the
+    sequence's first row (one cheap pass, :func:`_forward`), the two agree at every later row.
+    Each row's recursion therefore runs only until it meets that full one (usually a few dozen
+    rows; the same operations in the same order, so the result equals running all ``memory``
+    steps). The loop is over offsets from the start, each step vectorised over the rows still
+    running.
     """
-    n = len(loss)
+    n, k = loss.shape
+    if n == 0:
+        return np.empty_like(loss)
+    full = _forward(loss, _Lockstep(np.asarray(lengths)), penalty)
     starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    back = np.minimum(np.arange(n) - starts, memory - 1)  # rows between the window start and t
-    V = np.empty_like(loss)
-    for o in range(int(back.max()) if n else -1, -1, -1):
-        act = np.flatnonzero(back >= o)
-        step = loss[act - o]
-        cur = np.where((back[act] == o)[:, None], step, np.minimum(V[act], penalty) + step)
-        V[act] = cur - cur.min(axis=1, keepdims=True)
-    return V
+    back = np.minimum(np.arange(n) - starts, memory - 1)  # row t's recursion starts at t - back[t]
+    order = np.argsort(-back, kind="stable")
+    first = np.searchsorted(-back[order], -np.arange(int(back.max()) + 1), side="left")  # rows entering at offset o
+    out = full.copy()
+    act = np.empty(0, dtype=np.intp)  # rows whose recursion has not met the full one yet
+    cur = np.empty((0, k), dtype=loss.dtype)  # their values at row t - o
+    for o in range(int(back.max()), -1, -1):
+        if len(act):
+            cur = np.minimum(cur, penalty) + loss[act - o]
+            cur -= cur.min(axis=1, keepdims=True)
+        stop = first[o - 1] if o > 0 else n
+        new = order[first[o]:stop]
+        if len(new):
+            fresh = loss[new - o]
+            act = np.concatenate([act, new])
+            cur = np.concatenate([cur, fresh - fresh.min(axis=1, keepdims=True)])
+        if len(act):
+            met = (cur == full[act - o]).all(axis=1)
+            if met.any():
+                act, cur = act[~met], cur[~met]
+    out[act] = cur
+    return out
 
 
 def _backtrack(V: np.ndarray, plan: _Lockstep, penalty: float) -> np.ndarray:
