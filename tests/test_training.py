@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from market_regimes.bundle import BundleError, load_bundle
+from market_regimes.errors import ConfigError
 from market_regimes.training import run_training
 
 TINY = [
@@ -123,6 +124,29 @@ def test_alternative_encoders_train(encoder, tmp_path):
                                             "trainer.max_epochs=1", "plots=false", "cluster=kmeans",
                                             "cluster.n_regimes=3"]))
     assert r.metrics["n_regimes"] == 3
+
+
+@pytest.mark.parametrize("norm,skip", [("batch", True), ("none", False)])
+def test_conv_encoder_options_train_and_reload(norm, skip, tmp_path):
+    """Other normalisations and the input skip train, round-trip through the bundle, and encode a
+    window the same alone as inside a batch (in eval mode no statistic crosses windows)."""
+    import torch
+
+    from market_regimes.bundle import load_bundle
+
+    r = run_training(compose_cfg(tmp_path, [f"model.encoder_kwargs.norm={norm}", f"model.encoder_kwargs.input_skip={skip}",
+                                            "model.hidden=16", "model.latent_dim=8", "trainer.max_epochs=1",
+                                            "plots=false", "cluster=kmeans", "cluster.n_regimes=2"]))
+    bundle = load_bundle(r.bundle_path)
+    enc = bundle.model.eval()
+    x = torch.randn(6, bundle.config["window"]["length"], enc.hparams["n_features"])
+    with torch.no_grad():
+        together = enc(x)
+        alone = torch.cat([enc(x[i : i + 1]) for i in range(len(x))])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+    assert enc.encoder.input_skip is skip
+    with pytest.raises(ConfigError, match="norm"):
+        run_training(compose_cfg(tmp_path / "bad", ["model.encoder_kwargs.norm=layer", "trainer.max_epochs=1", "plots=false"]))
 
 
 def test_two_job_multirun_from_the_command_line(tmp_path):

@@ -190,7 +190,8 @@ def render(report: dict) -> str:
              f"- date: {m.get('date')}; commit {m.get('commit')}; runtime {report.get('seconds', 'n/a')} s",
              f"- machine: {m.get('cpu_model')}, {m.get('cpu_cores')} cores, load average {m.get('load_average')} at the start, "
              f"{m.get('load_average_end', 'n/a')} at the end",
-             "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), "",
+             "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+             "- results computed at commit(s): " + _commits(report), "",
              "Methods:", ""]
     present = {meth for s in report["suites"].values() for r in s["summary"]["rows"] for meth in [r["method"]]}
     lines += [f"- `{k}`: {text}" for k, text in LEGEND.items() if k in present] + [""]
@@ -210,6 +211,17 @@ def render(report: dict) -> str:
                 met = ", ".join(f"`{k}` {_fmt(x['value'])} {'met' if x['met'] else 'missed'}" for k, x in t["methods"].items())
                 lines.append(f"  - target {t['metric']} >= {t['bound']}: {met}")
     return "\n".join(lines) + "\n"
+
+
+def _commits(report: dict) -> str:
+    """Each commit behind the results (cases reused from an earlier run keep theirs) and how many results it gave."""
+    counts: dict[str, int] = {}
+    for sec in report["suites"].values():
+        rows = sec.get("cases") or list((sec.get("methods") or {}).values())
+        for r in rows:
+            c = str(r.get("commit") or "unknown")
+            counts[c] = counts.get(c, 0) + 1
+    return ", ".join(f"{c} ({n})" for c, n in sorted(counts.items())) or "none"
 
 
 def _protocol(name: str, cfg: dict) -> str:

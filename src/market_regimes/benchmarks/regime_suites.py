@@ -105,8 +105,27 @@ def _run_one(case: dict) -> dict:
     with threadpool_limits(1):  # one process per core: BLAS/OpenMP threads only spin on small problems
         out = run_case(case)
     out["seconds"] = round(time.perf_counter() - t0, 2)
+    out["commit"] = case.get("commit")
     shutil.rmtree(case["work_dir"], ignore_errors=True)
     return out
+
+
+def source_commit() -> str | None:
+    """The commit the running code comes from, with ``+dirty`` when tracked files differ from it
+    (every case records it; the report lists the commits behind its numbers)."""
+    import subprocess
+
+    from market_regimes.benchmarks.measure import _git_commit
+
+    commit = _git_commit()
+    if commit is None:
+        return None
+    try:
+        diff = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                              text=True, timeout=10, cwd=Path(__file__).resolve().parent)
+        return commit + ("+dirty" if diff.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return commit
 
 
 def reuse(resume: list[Path], relative: Path) -> dict | None:
@@ -128,7 +147,8 @@ def run_cases(cases: list[dict], root: Path, n_jobs: int, resume: list[Path]) ->
             done.append(old)
             _write_case(root, case, done[-1])
         else:
-            todo.append({**case, "work_dir": str(root.parent / "scratch" / f"{case['suite']}_{i}")})
+            todo.append({**case, "commit": source_commit(),
+                         "work_dir": str(root.parent / "scratch" / f"{case['suite']}_{i}")})
     log.info("%d cases to run (%d reused)", len(todo), len(done))
     results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(delayed(_run_one)(c) for c in todo)
     for k, res in enumerate(results, 1):

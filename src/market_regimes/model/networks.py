@@ -15,9 +15,13 @@ def flatten_windows(x: torch.Tensor) -> torch.Tensor:
 
 
 class ResidualConvBlock(nn.Module):
-    """Two dilated 1-D convolutions with a residual connection; keeps the length W."""
+    """Two dilated 1-D convolutions with a residual connection; keeps the length W.
 
-    def __init__(self, channels: int, kernel_size: int, dilation: int, dropout: float):
+    ``norm="group"``: GroupNorm over all channels and steps of each window, which removes the
+    window's own level and scale; ``"batch"``: BatchNorm (batch statistics in training, running
+    ones in eval), which keeps each window's level relative to the others; ``"none"``."""
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int, dropout: float, norm: str = "group"):
         super().__init__()
         pad = (kernel_size - 1) * dilation // 2
         self.net = nn.Sequential(
@@ -26,25 +30,40 @@ class ResidualConvBlock(nn.Module):
             nn.Dropout(dropout),
             nn.Conv1d(channels, channels, kernel_size, padding=pad, dilation=dilation),
         )
-        self.norm = nn.GroupNorm(1, channels)
+        if norm == "group":
+            self.norm = nn.GroupNorm(1, channels)
+        elif norm == "batch":
+            self.norm = nn.BatchNorm1d(channels)
+        elif norm == "none":
+            self.norm = nn.Identity()
+        else:
+            from market_regimes.errors import ConfigError
+
+            raise ConfigError(f"unknown model.encoder_kwargs.norm={norm!r}; use group, batch or none")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, W)
         return torch.nn.functional.gelu(self.norm(x + self.net(x)))
 
 
 class ConvEncoder(nn.Module):
-    """TCN-style encoder: dilated residual convolutions, then mean- and last-step pooling."""
+    """TCN-style encoder: dilated residual convolutions, then mean- and last-step pooling.
+
+    ``input_skip``: the window's scaled inputs at its last step and their mean over the window
+    also enter the output layer, so the latent sees the levels of the features (the volatility
+    level is most of what separates regimes) next to what the convolutions make of their path."""
 
     def __init__(self, n_features: int, latent_dim: int, hidden: int = 64, n_layers: int = 3,
-                 kernel_size: int = 3, dropout: float = 0.1):
+                 kernel_size: int = 3, dropout: float = 0.1, norm: str = "group", input_skip: bool = False):
         super().__init__()
+        self.input_skip = bool(input_skip)
         self.inp = nn.Conv1d(n_features, hidden, 1)
-        self.blocks = nn.Sequential(*[ResidualConvBlock(hidden, kernel_size, 2**i, dropout) for i in range(n_layers)])
-        self.out = nn.Linear(2 * hidden, latent_dim)
+        self.blocks = nn.Sequential(*[ResidualConvBlock(hidden, kernel_size, 2**i, dropout, norm) for i in range(n_layers)])
+        self.out = nn.Linear(2 * hidden + (2 * n_features if self.input_skip else 0), latent_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.blocks(self.inp(x.transpose(1, 2)))  # (B, H, W)
-        return self.out(torch.cat([h.mean(dim=2), h[:, :, -1]], dim=1))  # (B, D)
+        pooled = [h.mean(dim=2), h[:, :, -1]] + ([x.mean(dim=1), x[:, -1]] if self.input_skip else [])
+        return self.out(torch.cat(pooled, dim=1))  # (B, D)
 
 
 class GRUEncoder(nn.Module):
