@@ -26,9 +26,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from market_regimes.benchmarks.measure import machine, median_of, repeat_stage, run_stage
+from market_regimes.benchmarks.output import command_line, publish, repo_root, write_report  # noqa: F401 (repo_root re-exported)
 from market_regimes.benchmarks.report import render, targets
 from market_regimes.errors import ConfigError
-from market_regimes.serialize import json_default
 
 log = logging.getLogger(__name__)
 _PKG = "market_regimes.benchmarks"
@@ -43,30 +43,6 @@ def _plain(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
 
 
-def _command_line(default: str) -> str:
-    """The command as typed (Hydra's overrides), or the suite's documented command."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        overrides = list(HydraConfig.get().overrides.task)
-    except ValueError:  # no Hydra run (called from Python)
-        return default
-    return "python scripts/benchmark.py " + " ".join(overrides) if overrides else default
-
-
-def repo_root() -> Path:
-    """The checkout holding ``config/`` and ``scripts/`` (Hydra's config source when running)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        for source in HydraConfig.get().runtime.config_sources:
-            if source.provider == "main" and source.path.startswith("file://"):
-                return Path(source.path.removeprefix("file://")).resolve().parent
-    except ValueError:  # no Hydra run (called from Python)
-        pass
-    return Path(__file__).resolve().parents[3]
-
-
 def run_perf(cfg) -> Path:
     """Run every section of the suite, write the report, return the markdown path."""
     suite = cfg.suite
@@ -76,7 +52,7 @@ def run_perf(cfg) -> Path:
     run_dir = Path(cfg.paths.run_dir)
     work = run_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
-    report = {"suite": _plain(suite), "machine": machine(), "command": _command_line(suite.command)}
+    report = {"suite": _plain(suite), "machine": machine(), "command": command_line(suite.command)}
     sections = {"prep": prep_section, "training": training_section, "scale": scale_section,
                 "inference": inference_section, "walk_forward": walk_forward_section}
     chosen = suite.get("sections")
@@ -94,12 +70,7 @@ def run_perf(cfg) -> Path:
     report["targets"] = targets(report)
     md = _write(run_dir, report)
     shutil.rmtree(work, ignore_errors=True)
-    if suite.get("doc_path"):
-        doc = Path(suite.doc_path)
-        doc = doc if doc.is_absolute() else repo_root() / doc
-        doc.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(md, doc)
-        print(f"report copied to {doc}")
+    publish(md, suite.get("doc_path"))
     return md
 
 
@@ -130,10 +101,7 @@ def merge_sections(report: dict, runs, skip=()) -> dict:
 
 
 def _write(run_dir: Path, report: dict) -> Path:
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=json_default))
-    md = run_dir / "PERFORMANCE.md"
-    md.write_text(render(report))
-    return md
+    return write_report(run_dir, report, "PERFORMANCE.md", render)
 
 
 def _stage(name: str, kwargs: dict, suite, repeats: int | None = None) -> dict:

@@ -30,7 +30,7 @@ QUIET = ["plots=false", "logger=none", "trainer.enable_progress_bar=false", "tra
 
 
 def config_dir() -> str:
-    from market_regimes.benchmarks.perf import repo_root
+    from market_regimes.benchmarks.output import repo_root
 
     return str(repo_root() / "config")
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from market_regimes.benchmarks.output import publish, write_report
 from market_regimes.benchmarks.regime_report import render, summarize_suite
 from market_regimes.errors import ConfigError
 from market_regimes.serialize import json_default
@@ -181,7 +182,6 @@ def run_suite_section(name: str, scfg: dict, work: Path, n_jobs: int, resume: li
 def run_regimes(cfg) -> Path:
     """Run the configured suites, write the report; return the markdown path."""
     from market_regimes.benchmarks.measure import machine
-    from market_regimes.benchmarks.perf import repo_root
 
     suite = cfg.suite
     names = list(suite.suites)
@@ -215,18 +215,10 @@ def run_regimes(cfg) -> Path:
     tables.write_text(json.dumps({**{k: v for k, v in report.items() if k != "suites"},
                                   "suites": {n: {k: v for k, v in sec.items() if k != "cases"}
                                              for n, sec in report["suites"].items()}}, indent=1, default=json_default))
-    for key, src in (("doc_path", md), ("json_path", tables)):
-        if suite.get(key):
-            dst = Path(suite[key])
-            dst = dst if dst.is_absolute() else repo_root() / dst
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
-            print(f"copied to {dst}")
+    publish(md, suite.get("doc_path"))
+    publish(tables, suite.get("json_path"))
     return md
 
 
 def _write(run_dir: Path, report: dict) -> Path:
-    (run_dir / "report.json").write_text(json.dumps(report, indent=1, default=json_default))
-    md = run_dir / "BENCHMARKS.md"
-    md.write_text(render(report))
-    return md
+    return write_report(run_dir, report, "BENCHMARKS.md", render, indent=1)
