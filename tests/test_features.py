@@ -196,3 +196,22 @@ def test_features_over_a_tail_equal_the_full_history_for_its_last_bars(long_tabl
     short = build_features(panel.select(start=panel.index[-(SMALL.lookback() + keep - 1)]), SMALL)
     j = full.names.index("rsi_5")
     assert np.nanmax(np.abs(short.values[:, -keep:, j] - full.values[:, -keep:, j])) > 1e-4
+
+
+@pytest.mark.parametrize("block", [1, 5, 64])
+def test_feature_values_do_not_depend_on_the_copy_block(block, long_table, monkeypatch):
+    """Layers are copied into the (A, T, F) result a block at a time; any block size (one layer,
+    a size that leaves a partial last block, all layers at once) gives the same bits, including
+    the market features that are one series for all assets, and the same validity."""
+    import market_regimes.features as features
+
+    long = long_table.copy()
+    long.loc[long.index[40:43], "close"] = np.nan  # a gap, so validity is not trivially all-True
+    panel = to_panel(long)
+    ref = build_features(panel)
+    monkeypatch.setattr(features, "FEATURE_BLOCK", block)
+    got = build_features(panel)
+    assert got.names == ref.names and len(ref.names) > 6
+    np.testing.assert_array_equal(got.values.view(np.uint32), ref.values.view(np.uint32))
+    np.testing.assert_array_equal(got.valid, ref.valid)
+    assert 0 < ref.valid.sum() < ref.valid.size

@@ -107,11 +107,15 @@ class FeatureSet:
         return int(self.valid.sum())
 
 
+FEATURE_BLOCK = 6  # feature layers copied into the result together (a (T, A, 6) float32 buffer)
+
+
 def build_features(panel: Panel, cfg: FeatureConfig | None = None, sentiment: pd.Series | None = None) -> FeatureSet:
     """Compute every configured feature for every asset; see the module docstring for validity.
 
-    Each feature is computed, written into the preallocated float32 (A, T, F) array and freed
-    before the next one, so memory stays near the size of the result plus a few (T, A) frames.
+    Each feature is computed, written into a (T, A, FEATURE_BLOCK) float32 buffer and freed
+    before the next one; each full buffer is copied into the preallocated (A, T, F) result, so
+    memory stays near the size of the result plus the buffer and a few (T, A) frames.
     """
     cfg = cfg or FeatureConfig()
     if cfg.fear_greed and sentiment is None:
@@ -134,16 +138,27 @@ def build_features(panel: Panel, cfg: FeatureConfig | None = None, sentiment: pd
     del ret, log_rv  # the makers keep what they still need
 
     names = [name for name, _ in makers]
-    values = np.empty((A, T, len(names)), dtype=np.float32)
+    n = len(names)
+    values = np.empty((A, T, n), dtype=np.float32)
     finite = np.ones((A, T), dtype=bool)
+    # Layers come as (T, A); the result is (A, T, F). Writing one layer at a time into it is a
+    # transposed write with a stride of F floats (most of the time of a large panel), so layers
+    # are gathered FEATURE_BLOCK at a time in a (T, A, block) buffer and copied over together.
+    block = max(1, min(n, FEATURE_BLOCK))
+    buf = np.empty((T, A, block), dtype=np.float32)
     makers.reverse()
-    for j in range(len(names)):
-        _, make = makers.pop()  # dropping each maker frees the intermediates only it used
-        layer = make()
-        arr = layer.to_numpy(dtype=np.float64) if isinstance(layer, (pd.DataFrame, pd.Series)) else layer
-        values[:, :, j] = arr.T if arr.ndim == 2 else arr[None, :]
-        del make, layer, arr
-        finite &= np.isfinite(values[:, :, j])
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        for i in range(stop - start):
+            _, make = makers.pop()  # dropping each maker frees the intermediates only it used
+            layer = make()
+            arr = layer.to_numpy(dtype=np.float64) if isinstance(layer, (pd.DataFrame, pd.Series)) else layer
+            buf[:, :, i] = arr if arr.ndim == 2 else arr[:, None]
+            del make, layer, arr
+        part = buf[:, :, : stop - start]
+        values[:, :, start:stop] = part.transpose(1, 0, 2)
+        finite &= np.isfinite(part).all(axis=2).T
+    del buf
     present_run = run_length(panel.present.to_numpy()).T  # (A, T)
     valid = (present_run >= cfg.effective_warmup()) & finite
     if not valid.any():
