@@ -179,3 +179,20 @@ def test_quick_suites_run_and_hold_their_regression_bounds(tmp_path):
         assert jump["mean_run_length_hours"] > 24 and jump["vol_r2_naive"] > 0.0
         for row in report["suites"]["real_oos"]["summary"]["rows"]:
             assert 0.0 <= row["brier_regime"] <= 1.0 and row["entropy_rate_nats"] >= 0.0 and row["vol_r2_regime"] <= 1.0
+
+    # Resuming from this run recomputes nothing and reproduces every summary; the report says
+    # which results were reused and at which commit they were computed.
+    again = subprocess.run([sys.executable, "scripts/benchmark.py", "suite=regimes_quick",
+                            f"suite.suites=[{','.join(suites)}]", f"suite.resume={tmp_path}/run",
+                            f"paths.artifacts_dir={tmp_path}", f"paths.run_dir={tmp_path}/run2"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = json.loads((tmp_path / "run2" / "report.json").read_text())
+    assert "suite.resume=" in resumed["command"] and resumed["resumed_from"] == [str(tmp_path / "run")]
+    for name, section in resumed["suites"].items():
+        first = report["suites"][name]
+        assert section["n_computed"] == 0 and section["n_reused"] == first["n_computed"] > 0, name
+        assert section["summary"]["rows"] == first["summary"]["rows"], name
+        assert section["compute_seconds"] == first["compute_seconds"], name
+    md2 = (tmp_path / "run2" / "BENCHMARKS.md").read_text()
+    assert "reused from an earlier run" in md2 and "results computed at commit(s): " in md2

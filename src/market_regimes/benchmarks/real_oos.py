@@ -139,6 +139,7 @@ def run_real_oos(scfg: dict, configs: dict, work: Path, earlier=lambda method: N
     for name, cfg in configs.items():
         first = first or cfg
         row = earlier(name)
+        row = row if row is None else {**row, "reused": True}
         if row is None:
             report = run_project_walk_forward(cfg)
             row = {**summary(report["overall"]), "n_regimes_per_fold": [f["n_regimes"] for f in report["folds"]],
@@ -148,6 +149,7 @@ def run_real_oos(scfg: dict, configs: dict, work: Path, earlier=lambda method: N
         keep(name, row)
     for name, params in (scfg.get("anchors") or {}).items():
         row = earlier(name)
+        row = row if row is None else {**row, "reused": True}
         if row is None:
             res = anchor_walk_forward(name, params or {}, first, folds, int(scfg.get("anchor_regimes", 3)))
             row = {**summary(res["overall"]), "n_regimes_per_fold": [res["n_regimes"]] * len(folds),

@@ -57,7 +57,8 @@ def _get(d: dict, *path):
 def summarize_suite(name: str, scfg: dict, section: dict) -> dict:
     """Per case group and method: mean, standard error and count over seeds of each metric."""
     if name == "real_oos":
-        rows = [{"case": "BTC/ETH/BNB 1h", "method": m, **r} for m, r in section["methods"].items()]
+        rows = [{"case": "BTC/ETH/BNB 1h", "method": m, **{k: v for k, v in r.items() if k not in ("reused", "commit")}}
+                for m, r in section["methods"].items()]
         return {"rows": rows, **_closing(name, scfg, rows)}
     metrics = {
         "two_state": {"bac_oos": ("out_of_sample", "balanced_accuracy"), "bac_in": ("in_sample", "balanced_accuracy")},
@@ -191,14 +192,16 @@ def render(report: dict) -> str:
              f"- machine: {m.get('cpu_model')}, {m.get('cpu_cores')} cores, load average {m.get('load_average')} at the start, "
              f"{m.get('load_average_end', 'n/a')} at the end",
              "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-             "- results computed at commit(s): " + _commits(report), "",
+             "- results computed at commit(s): " + _commits(report),
+             *([f"- results reused from earlier runs (`suite.resume`): {', '.join(report['resumed_from'])}"]
+               if report.get("resumed_from") else []), "",
              "Methods:", ""]
     present = {meth for s in report["suites"].values() for r in s["summary"]["rows"] for meth in [r["method"]]}
     lines += [f"- `{k}`: {text}" for k, text in LEGEND.items() if k in present] + [""]
     for name, sec in report["suites"].items():
         cfg = sec["config"]
         lines += [f"## {TITLES[name]}", "", _protocol(name, cfg), ""]
-        lines += _suite_md(name, sec) + ["", f"Suite runtime: {sec.get('seconds')} s.", ""]
+        lines += _suite_md(name, sec) + ["", _runtime(sec), ""]
     lines += ["## Closing note: project vs best anchor", ""]
     for name, sec in report["suites"].items():
         for n in sec["summary"]["closing"]:
@@ -211,6 +214,16 @@ def render(report: dict) -> str:
                 met = ", ".join(f"`{k}` {_fmt(x['value'])} {'met' if x['met'] else 'missed'}" for k, x in t["methods"].items())
                 lines.append(f"  - target {t['metric']} >= {t['bound']}: {met}")
     return "\n".join(lines) + "\n"
+
+
+def _runtime(sec: dict) -> str:
+    text = f"Suite runtime: {sec.get('seconds')} s in this run"
+    if sec.get("n_reused"):
+        text += (f"; {sec.get('n_computed', 0)} results computed here and {sec['n_reused']} reused from an earlier run "
+                 f"(`suite.resume`)")
+    if sec.get("compute_seconds") is not None:
+        text += f"; computing every result took {sec['compute_seconds']} s of worker time in all"
+    return text + "."
 
 
 def _commits(report: dict) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from market_regimes.benchmarks.output import publish, write_report
+from market_regimes.benchmarks.output import command_line, publish, write_report
 from market_regimes.benchmarks.regime_report import render, summarize_suite
 from market_regimes.errors import ConfigError
 from market_regimes.serialize import json_default
@@ -145,7 +145,7 @@ def run_cases(cases: list[dict], root: Path, n_jobs: int, resume: list[Path]) ->
     for i, case in enumerate(cases):
         old = reuse(resume, _case_file(Path("cases"), case))
         if old is not None:
-            done.append(old)
+            done.append({**old, "reused": True})
             _write_case(root, case, done[-1])
         else:
             todo.append({**case, "commit": source_commit(),
@@ -176,6 +176,10 @@ def run_suite_section(name: str, scfg: dict, work: Path, n_jobs: int, resume: li
     else:
         out = {"cases": run_cases(_cases(name, scfg, work), work / "cases", n_jobs, resume)}
     out["seconds"] = round(time.perf_counter() - t0, 1)
+    results = out.get("cases") or list(out["methods"].values())
+    out["n_reused"] = sum(bool(r.get("reused")) for r in results)
+    out["n_computed"] = len(results) - out["n_reused"]
+    out["compute_seconds"] = round(sum(float(r.get("seconds") or 0.0) for r in results), 1)
     return out
 
 
@@ -197,7 +201,8 @@ def run_regimes(cfg) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     earlier = suite.get("resume") or []
     resume = [Path(p) / "work" for p in ([earlier] if isinstance(earlier, str) else earlier)]
-    report = {"command": suite.command, "machine": machine(), "versions": versions(), "suites": {}}
+    report = {"command": command_line(suite.command), "machine": machine(), "versions": versions(), "suites": {},
+              "resumed_from": [str(p.parent) for p in resume]}
     t0 = time.perf_counter()
     for name in names:
         scfg = _plain(suite[name])
