@@ -159,15 +159,15 @@ def _suite_md(name: str, sec: dict) -> list[str]:
                        "seeds scored", "K chosen (count)"], body)
     if name == "switching_paths":
         body = [[r["case"], r["method"], _fmt(r["acc_oos"], True), _fmt(r["bear_oos"], True), _fmt(r["bull_oos"], True),
-                 _fmt(r["acc_in"], True), _fmt(r["bear_in"], True), _fmt(r["bull_in"], True), json.dumps(r["k_counts"])]
-                for r in rows]
+                 _fmt(r["acc_in"], True), _fmt(r["bear_in"], True), _fmt(r["bull_in"], True), str(r["acc_oos"]["n"]),
+                 json.dumps(r["k_counts"])] for r in rows]
         return _table(["model", "method", "total % (oos)", "bear % (oos)", "bull % (oos)", "total % (in)",
-                       "bear % (in)", "bull % (in)", "K chosen"], body)
+                       "bear % (in)", "bull % (in)", "paths", "K chosen"], body)
     if name == "multi_asset":
         body = [[r["case"], r["method"], _fmt(r["ari_oos"]), _fmt(r["bac_oos"]), _fmt(r["ari_all"]),
-                 f"{100 * r['right_k_share']:.0f} %", json.dumps(r["k_counts"])] for r in rows]
+                 f"{100 * r['right_k_share']:.0f} %", str(r["ari_oos"]["n"]), json.dumps(r["k_counts"])] for r in rows]
         return _table(["scenario", "method", "ARI (oos)", "balanced accuracy (oos)", "ARI (all bars)",
-                       "right K", "K chosen"], body)
+                       "right K", "seeds", "K chosen"], body)
     body = [[r["method"], _fmt(r["entropy_rate_nats"]), f"{r['mean_run_length_hours']:.1f}", _fmt(r["stability_ari"]),
              _fmt(r["vol_r2_regime"]), _fmt(r["vol_r2_naive"]), _fmt(r["vol_r2_naive_plus_regime"]),
              _fmt(r["brier_regime"]), _fmt(r["brier_base_rate"]), str(r["n_regimes_per_fold"])] for r in rows]
