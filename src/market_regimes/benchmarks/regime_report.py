@@ -200,7 +200,7 @@ def render(report: dict) -> str:
     lines += [f"- `{k}`: {text}" for k, text in LEGEND.items() if k in present] + [""]
     for name, sec in report["suites"].items():
         cfg = sec["config"]
-        lines += [f"## {TITLES[name]}", "", _protocol(name, cfg), ""]
+        lines += [f"## {TITLES[name]}", "", _protocol(name, cfg) + _coverage(name, cfg, sec), ""]
         lines += _suite_md(name, sec) + ["", _runtime(sec), ""]
     lines += ["## Closing note: project vs best anchor", ""]
     for name, sec in report["suites"].items():
@@ -235,6 +235,21 @@ def _commits(report: dict) -> str:
             c = str(r.get("commit") or "unknown")
             counts[c] = counts.get(c, 0) + 1
     return ", ".join(f"{c} ({n})" for c, n in sorted(counts.items())) or "none"
+
+
+def _coverage(name: str, cfg: dict, sec: dict) -> str:
+    """A warning when the section holds fewer cases than its config asks for (an unfinished run)."""
+    from market_regimes.benchmarks.regime_suites import seeds
+
+    groups = {"two_state": "lengths", "switching_paths": "models", "multi_asset": "scenarios"}
+    if name not in groups:
+        return ""
+    expected = len(seeds(cfg["seeds"])) * len(cfg[groups[name]])
+    present = len(sec.get("cases") or [])
+    if present >= expected:
+        return ""
+    return (f" **Incomplete: {present} of the {expected} configured cases are in this report**; the counts in "
+            "the tables say how many each figure averages.")
 
 
 def _protocol(name: str, cfg: dict) -> str:
