@@ -69,7 +69,9 @@ def summarize_suite(name: str, scfg: dict, section: dict) -> dict:
                         "ari_all": ("all", "ari")},
     }[name]
     cases = section["cases"]
-    groups = list(dict.fromkeys(c["case"] for c in cases))
+    order = {"two_state": [f"T={t}" for t in scfg.get("lengths", [])], "switching_paths": list(scfg.get("models", [])),
+             "multi_asset": list(scfg.get("scenarios", []))}[name]  # the config's order, not the names' sort order
+    groups = sorted(dict.fromkeys(c["case"] for c in cases), key=lambda g: (order.index(g) if g in order else len(order), g))
     rows = []
     for g in groups:
         sub = [c for c in cases if c["case"] == g]
