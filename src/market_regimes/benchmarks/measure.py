@@ -147,6 +147,20 @@ def _git_commit() -> str | None:
         return None
 
 
+def source_commit() -> str | None:
+    """The commit the running code comes from, with ``+dirty`` when tracked files differ from it
+    (benchmark results record it; reports list the commits behind their numbers)."""
+    commit = _git_commit()
+    if commit is None:
+        return None
+    try:
+        diff = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                              text=True, timeout=10, cwd=Path(__file__).resolve().parent)
+        return commit + ("+dirty" if diff.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return commit
+
+
 def _child(args_path: str, out_path: str) -> None:
     # run through the package module, not this ``__main__`` copy, so stages share its marks
     from market_regimes.benchmarks import measure

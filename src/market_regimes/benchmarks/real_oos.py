@@ -127,10 +127,11 @@ def run_real_oos(scfg: dict, configs: dict, work: Path, earlier=lambda method: N
     """Every project variant and anchor on the real data; ``configs``: variant -> composed config.
     Each method's row is written to ``work/<method>.json``; ``earlier(method)`` returns a row
     from an earlier run to reuse (or None)."""
-    from market_regimes.benchmarks.regime_suites import source_commit
+    from market_regimes.benchmarks.measure import source_commit
 
     work.mkdir(parents=True, exist_ok=True)
     rows, folds, first = {}, None, None
+    commit = source_commit()
 
     def keep(name: str, row: dict) -> None:
         rows[name] = row
@@ -144,7 +145,7 @@ def run_real_oos(scfg: dict, configs: dict, work: Path, earlier=lambda method: N
             report = run_project_walk_forward(cfg)
             row = {**summary(report["overall"]), "n_regimes_per_fold": [f["n_regimes"] for f in report["folds"]],
                    "seconds": report["overall"]["seconds"], "fold_bounds": report["fold_bounds"],
-                   "commit": source_commit()}
+                   "commit": commit}
         folds = folds or row["fold_bounds"]
         keep(name, row)
     for name, params in (scfg.get("anchors") or {}).items():
@@ -153,7 +154,7 @@ def run_real_oos(scfg: dict, configs: dict, work: Path, earlier=lambda method: N
         if row is None:
             res = anchor_walk_forward(name, params or {}, first, folds, int(scfg.get("anchor_regimes", 3)))
             row = {**summary(res["overall"]), "n_regimes_per_fold": [res["n_regimes"]] * len(folds),
-                   "seconds": res["seconds"], "fold_bounds": folds, "commit": source_commit(),
+                   "seconds": res["seconds"], "fold_bounds": folds, "commit": commit,
                    **{k: v for k, v in res.items() if k == "jump_penalties"}}
         keep(name, row)
     return {"folds": folds, "methods": rows}

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from market_regimes.benchmarks.measure import source_commit
 from market_regimes.benchmarks.output import command_line, publish, write_report
 from market_regimes.benchmarks.regime_report import render, summarize_suite
 from market_regimes.errors import ConfigError
@@ -111,24 +112,6 @@ def _run_one(case: dict) -> dict:
     return out
 
 
-def source_commit() -> str | None:
-    """The commit the running code comes from, with ``+dirty`` when tracked files differ from it
-    (every case records it; the report lists the commits behind its numbers)."""
-    import subprocess
-
-    from market_regimes.benchmarks.measure import _git_commit
-
-    commit = _git_commit()
-    if commit is None:
-        return None
-    try:
-        diff = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                              text=True, timeout=10, cwd=Path(__file__).resolve().parent)
-        return commit + ("+dirty" if diff.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return commit
-
-
 def reuse(resume: list[Path], relative: Path) -> dict | None:
     """The first earlier result at ``relative`` under one of the ``resume`` work directories."""
     for root in resume:
@@ -142,13 +125,14 @@ def run_cases(cases: list[dict], root: Path, n_jobs: int, resume: list[Path]) ->
     from joblib import Parallel, delayed
 
     done, todo = [], []
+    commit = source_commit()  # once: every case of this run comes from the same code
     for i, case in enumerate(cases):
         old = reuse(resume, _case_file(Path("cases"), case))
         if old is not None:
             done.append({**old, "reused": True})
             _write_case(root, case, done[-1])
         else:
-            todo.append({**case, "commit": source_commit(),
+            todo.append({**case, "commit": commit,
                          "work_dir": str(root.parent / "scratch" / f"{case['suite']}_{i}")})
     log.info("%d cases to run (%d reused)", len(todo), len(done))
     results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(delayed(_run_one)(c) for c in todo)
