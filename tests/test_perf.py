@@ -109,3 +109,37 @@ def test_merged_sections_say_which_run_they_come_from(tmp_path):
     assert prov["prep"]["commit"] == "aaa" and prov["scale"]["commit"] == "bbb" and "training" not in prov
     with pytest.raises(ConfigError, match="does not exist"):
         merge_sections({}, [str(tmp_path / "missing")])
+
+
+def test_reference_stage_checks_the_whole_panel_chunk_by_chunk(tmp_path, monkeypatch):
+    """The stage streams the reference's windows through the check: every window compared, the
+    same verdict as comparing them all at once, and a wrong window is seen."""
+    import market_regimes.benchmarks.reference as reference
+    from market_regimes.benchmarks.prep import reference_stage, save_panel
+
+    panel = messy_panel()
+    save_panel(panel, str(tmp_path / "p.npz"))
+    features = {f: getattr(SMALL, f) for f in SMALL.__dataclass_fields__}
+    window = {"length": 16, "exclude_features": ["corr_ref_*"]}
+    whole = reference_stage(str(tmp_path / "p.npz"), features, window, None)
+    ws, _ = build_windows(build_features(panel, SMALL), WindowConfig(length=16, exclude_features=("corr_ref_*",)))
+    assert whole["whole_panel"] and whole["slice_bars"] == len(panel.index)
+    assert whole["n_windows"] == int(ws.ends.sum()) > 1000
+    assert whole["same_names"] and whole["same_window_keys"] and whole["valid_mismatches"] == 0
+    assert whole["feature_max_rel_diff"] < 1e-6 and whole["window_max_abs_diff"] < 1e-5
+    assert whole["reference_s"] > whole["reference_windows_s"] > 0 and whole["check_s"] > 0
+
+    part = reference_stage(str(tmp_path / "p.npz"), features, window, 200)
+    assert not part["whole_panel"] and part["slice_bars"] == 200 and 0 < part["n_windows"] < whole["n_windows"]
+
+    real = reference.iter_reference_windows
+
+    def one_wrong(*args, **kwargs):  # small chunks, and one value off in the third
+        for i, (keys, windows) in enumerate(real(*args, **{**kwargs, "chunk": 100})):
+            if i == 2:
+                windows[5, 3, 1] += 0.5
+            yield keys, windows
+
+    monkeypatch.setattr(reference, "iter_reference_windows", one_wrong)
+    bad = reference_stage(str(tmp_path / "p.npz"), features, window, None)
+    assert bad["n_windows"] == whole["n_windows"] and bad["window_max_abs_diff"] > 0.4

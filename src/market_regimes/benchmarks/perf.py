@@ -122,21 +122,25 @@ def prep_section(cfg, work: Path) -> dict:
     out["features_windows"] = _stage("prep:features_windows_stage",
                                      {"panel_path": panel, "features": features, "window": window}, suite)
     out["prepare"] = _stage("prep:prepare_stage", {"data": data, "features": features, "window": window}, suite)
+    slice_bars = sp.get("reference_slice_bars")
     out["reference"] = _stage("prep:reference_stage", {"panel_path": panel, "features": features, "window": window,
-                                                       "slice_bars": int(sp.reference_slice_bars)}, suite)
+                                                       "slice_bars": None if slice_bars is None else int(slice_bars)},
+                              suite, sp.get("reference_repeats"))
     fw, ref, load = out["features_windows"], out["reference"], out["load"]
-    # The reference's costs grow with bars (per-asset pandas work on every row, one correlation
-    # matrix per bar) and with windows (one get_loc and copy each): scale each part by its count.
-    bars = load["n_bars"] / ref["slice_bars"]
-    ref_full = (ref["reference_features_s"] * bars + ref["reference_windows_s"] * fw["n_windows"] / max(ref["n_windows"], 1))
     out["derived"] = {
         "stage_own_mb": fw["peak_rss_mb"] - fw["rss_inputs_mb"],
         "own_over_scaled_panel": (fw["peak_rss_mb"] - fw["rss_inputs_mb"]) / fw["scaled_panel_mb"],
         "process_over_scaled_panel": fw["peak_rss_mb"] / fw["scaled_panel_mb"],
-        "speedup_on_slice": ref["reference_s"] / ref["project_s"],
-        "reference_full_estimate_s": ref_full,
-        "speedup_full_estimate": ref_full / fw["features_windows_s"],
+        "speedup_measured": ref["reference_s"] / ref["project_s"],
     }
+    if not ref.get("whole_panel"):
+        # The reference's costs grow with bars (per-asset pandas work on every row, one correlation
+        # matrix per bar) and with windows (one get_loc and copy each): scale each part by its count.
+        bars = load["n_bars"] / ref["slice_bars"]
+        ref_full = (ref["reference_features_s"] * bars
+                    + ref["reference_windows_s"] * fw["n_windows"] / max(ref["n_windows"], 1))
+        out["derived"].update(reference_full_estimate_s=ref_full,
+                              speedup_full_estimate=ref_full / fw["features_windows_s"])
     return out
 
 

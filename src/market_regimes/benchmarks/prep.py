@@ -70,12 +70,16 @@ def prepare_stage(data: dict, features: dict, window: dict) -> dict:
             "scaled_panel_mb": ws.X.nbytes / 2**20}
 
 
-def reference_stage(panel_path: str, features: dict, window: dict, slice_bars: int) -> dict:
-    """Project path and pandas reference on the last ``slice_bars`` bars: times and differences."""
-    from market_regimes.benchmarks.reference import reference_features, reference_windows
+def reference_stage(panel_path: str, features: dict, window: dict, slice_bars: int | None = None) -> dict:
+    """Project path and pandas reference on the last ``slice_bars`` bars (None: all of them):
+    times and differences. The reference's windows are checked against the project's chunk by
+    chunk and dropped; the checking is not counted in the reference's time."""
+    from market_regimes.benchmarks.reference import iter_reference_windows, reference_features, reference_names
 
     full = load_panel(panel_path)
-    panel = full.select(start=full.index[-min(slice_bars, len(full.index))])
+    panel = full if slice_bars is None else full.select(start=full.index[-min(int(slice_bars), len(full.index))])
+    whole = len(panel.index) == len(full.index)
+    del full
     fcfg = FeatureConfig.from_dict(features)
     wcfg = WindowConfig.from_dict({**window, "train_end": None})
     project = lambda: build_windows(build_features(panel, fcfg), wcfg)  # noqa: E731
@@ -91,34 +95,70 @@ def reference_stage(panel_path: str, features: dict, window: dict, slice_bars: i
     t0 = time.perf_counter()
     ref_feats, ref_valid = reference_features(panel, fcfg, timings)
     t1 = time.perf_counter()
-    keys, ref_windows, names = reference_windows(ref_feats, ref_valid, wcfg.length, ws.train_end,
-                                                 wcfg.exclude_features, wcfg.clip)
+    check, check_s = WindowCheck(ws), 0.0
+    for keys, windows in iter_reference_windows(ref_feats, ref_valid, wcfg.length, ws.train_end,
+                                                wcfg.exclude_features, wcfg.clip):
+        c0 = time.perf_counter()
+        check.add(keys, windows)
+        check_s += time.perf_counter() - c0
     t2 = time.perf_counter()
+    names = reference_names(ref_feats, wcfg.exclude_features)
     return {
-        "slice_bars": len(panel.index), "asset_bars": int(panel.present.to_numpy().sum()),
-        "project_s": project_s, "reference_features_s": t1 - t0, "reference_windows_s": t2 - t1,
-        "reference_s": t2 - t0, "reference_corr_loop_s": timings.get("corr_loop_s", 0.0), "n_windows": len(keys),
-        **compare(fs, ws, ref_feats, ref_valid, keys, ref_windows, names),
+        "slice_bars": len(panel.index), "whole_panel": whole,
+        "asset_bars": int(panel.present.to_numpy().sum()),
+        "project_s": project_s, "reference_features_s": t1 - t0, "reference_windows_s": t2 - t1 - check_s,
+        "reference_s": t2 - t0 - check_s, "reference_corr_loop_s": timings.get("corr_loop_s", 0.0),
+        "check_s": check_s, "n_windows": check.n,
+        **_differences(fs, ws, ref_feats, ref_valid, check, names),
     }
 
 
-def compare(fs, ws, ref_feats, ref_valid, keys, ref_windows, names) -> dict:
-    """Differences between the project's features/windows and the reference's (0 = identical)."""
-    same_names = list(ref_feats) == fs.names and names == ws.names
+def compare_features(fs, ref_feats, ref_valid) -> dict:
+    """Differences between the project's features and validity and the reference's (0 = identical)."""
     valid = ref_valid.to_numpy().T  # (A, T)
     both = valid & fs.valid
     feat_rel = 0.0
     for j, name in enumerate(fs.names):
+        if name not in ref_feats:
+            continue
         ref = ref_feats[name].to_numpy(dtype=np.float64).T[both]
         got = fs.values[:, :, j][both].astype(np.float64)
         if len(ref):
             feat_rel = max(feat_rel, float(np.max(np.abs(got - ref) / (1.0 + np.abs(ref)))))
-    sym = {s: i for i, s in enumerate(ws.symbols)}
-    a = np.array([sym[s] for s, _ in keys], dtype=np.int64)
-    t = ws.index.get_indexer([ts for _, ts in keys])
-    proj_a, proj_t = ws.keys()
-    same_keys = len(keys) == len(proj_a) and bool(np.array_equal(np.sort(a * len(ws.index) + t),
-                                                                 np.sort(proj_a * len(ws.index) + proj_t)))
-    win_abs = float(np.max(np.abs(ws.gather(a, t) - ref_windows))) if len(keys) else 0.0
-    return {"same_names": bool(same_names), "valid_mismatches": int((valid != fs.valid).sum()),
-            "feature_max_rel_diff": feat_rel, "same_window_keys": same_keys, "window_max_abs_diff": win_abs}
+    return {"same_feature_names": list(ref_feats) == fs.names, "valid_mismatches": int((valid != fs.valid).sum()),
+            "feature_max_rel_diff": feat_rel}
+
+
+class WindowCheck:
+    """The reference's windows checked against the project's ``WindowSet``, a chunk at a time."""
+
+    def __init__(self, ws):
+        self.sym = {s: i for i, s in enumerate(ws.symbols)}
+        self.ws, self.codes, self.max_abs, self.n = ws, [], 0.0, 0
+
+    def add(self, keys, windows) -> None:
+        a = np.array([self.sym[s] for s, _ in keys], dtype=np.int64)
+        t = self.ws.index.get_indexer([ts for _, ts in keys])
+        self.codes.append(a * len(self.ws.index) + t)
+        self.max_abs = max(self.max_abs, float(np.max(np.abs(self.ws.gather(a, t) - windows))))
+        self.n += len(keys)
+
+    def result(self, ws, names) -> dict:
+        proj_a, proj_t = ws.keys()
+        got = np.sort(np.concatenate(self.codes)) if self.codes else np.zeros(0, dtype=np.int64)
+        same_keys = len(got) == len(proj_a) and bool(np.array_equal(got, np.sort(proj_a * len(ws.index) + proj_t)))
+        return {"same_input_names": names == ws.names, "same_window_keys": same_keys,
+                "window_max_abs_diff": self.max_abs}
+
+
+def compare(fs, ws, ref_feats, ref_valid, keys, ref_windows, names) -> dict:
+    """Differences between the project's features/windows and the reference's (0 = identical)."""
+    check = WindowCheck(ws)
+    if len(keys):
+        check.add(keys, ref_windows)
+    return _differences(fs, ws, ref_feats, ref_valid, check, names)
+
+
+def _differences(fs, ws, ref_feats, ref_valid, check: WindowCheck, names) -> dict:
+    out = {**compare_features(fs, ref_feats, ref_valid), **check.result(ws, names)}
+    return {**out, "same_names": out["same_feature_names"] and out["same_input_names"]}

@@ -134,25 +134,47 @@ def reference_features(panel: Panel, cfg: FeatureConfig,
     return feats, (run >= cfg.effective_warmup()) & finite
 
 
-def reference_windows(feats: dict[str, pd.DataFrame], valid: pd.DataFrame, length: int, train_end,
-                      exclude: tuple[str, ...] = (), clip: float = 5.0):
-    """Robust scaling on the training rows, then one (W, F) array per (asset, end bar).
+def reference_names(feats: dict[str, pd.DataFrame], exclude: tuple[str, ...] = ()) -> list[str]:
+    """The model inputs: every feature not matched by an ``exclude`` pattern, in order."""
+    return [n for n in feats if not any(fnmatch(n, p) for p in exclude)]
 
-    Returns ``(keys, windows, names)``: keys a list of (symbol, end time), windows (N, W, F).
+
+def iter_reference_windows(feats: dict[str, pd.DataFrame], valid: pd.DataFrame, length: int, train_end,
+                           exclude: tuple[str, ...] = (), clip: float = 5.0, chunk: int = 8192):
+    """Robust scaling on the training rows, then one (W, F) array per (asset, end bar), found
+    with ``index.get_loc`` and copied out; yielded in chunks of at most ``chunk`` windows as
+    ``(keys, windows)``: keys a list of (symbol, end time), windows (n, W, F).
+
+    Chunks let a caller check and drop the windows as they come: all 1.4 M windows of the
+    36-symbol hourly file would take ~11 GB as float64.
     """
-    names = [n for n in feats if not any(fnmatch(n, p) for p in exclude)]
+    names = reference_names(feats, exclude)
     rows = {s: pd.DataFrame({n: feats[n][s] for n in names}).astype("float32") for s in valid.columns}
     train = pd.concat([rows[s][valid[s] & (valid.index <= train_end)] for s in valid.columns]).astype("float64")
     q = train.quantile([0.25, 0.5, 0.75])
     center, scale = q.loc[0.5], (q.loc[0.75] - q.loc[0.25]) / 1.349
     scale = scale.where(scale > 1e-12, 1.0)
-    keys, windows = [], []
     for s in valid.columns:
         scaled = ((rows[s] - center) / scale).clip(-clip, clip).where(valid[s], 0.0)
         full = valid[s].astype(int).rolling(length, min_periods=length).sum() == length
+        keys, windows = [], []
         for end_time in valid.index[full.to_numpy()]:
             loc = scaled.index.get_loc(end_time)
             keys.append((s, end_time))
             windows.append(scaled.iloc[loc - length + 1 : loc + 1].to_numpy())
-    shape = (0, length, len(names))
-    return keys, (np.stack(windows) if windows else np.zeros(shape)), names
+            if len(windows) == chunk:
+                yield keys, np.stack(windows)
+                keys, windows = [], []
+        if windows:
+            yield keys, np.stack(windows)
+
+
+def reference_windows(feats: dict[str, pd.DataFrame], valid: pd.DataFrame, length: int, train_end,
+                      exclude: tuple[str, ...] = (), clip: float = 5.0):
+    """Every window of :func:`iter_reference_windows` at once: ``(keys, windows, names)``."""
+    keys, windows = [], []
+    for k, w in iter_reference_windows(feats, valid, length, train_end, exclude, clip):
+        keys += k
+        windows.append(w)
+    names = reference_names(feats, exclude)
+    return keys, (np.concatenate(windows) if windows else np.zeros((0, length, len(names)))), names
