@@ -29,7 +29,7 @@ from market_regimes.data.panel import interval_to_timedelta
 from market_regimes.errors import DataError
 from market_regimes.features import FeatureConfig, build_features
 from market_regimes.features.ops import run_length
-from market_regimes.model.networks import flatten_windows
+from market_regimes.model.networks import encode, flatten_windows
 from market_regimes.regimes import sequence_lengths
 from market_regimes.windows import WindowConfig, WindowSet, build_windows
 
@@ -90,7 +90,7 @@ def _encode(bundle: Bundle, windows: WindowSet, asset: int, ends: np.ndarray) ->
         x = windows.gather_market(ends)
     else:
         x = windows.gather(np.full(len(ends), asset), ends)
-    z = bundle.model(flatten_windows(torch.from_numpy(np.ascontiguousarray(x))))
+    z = encode(bundle.model, flatten_windows(torch.from_numpy(np.ascontiguousarray(x))))
     return z.numpy().astype(np.float64)
 
 

@@ -4,13 +4,14 @@
 the plain encoder without paying for the Lightning import.
 """
 
-from market_regimes.model.networks import ConvDecoder, ConvEncoder, GRUEncoder, TransformerEncoder, make_encoder
+from market_regimes.model.networks import (ConvDecoder, ConvEncoder, GRUEncoder, TransformerEncoder, encode,
+                                          make_encoder)
 
 __all__ = ["RegimeAutoencoder", "encode", "ConvDecoder", "ConvEncoder", "GRUEncoder", "TransformerEncoder", "make_encoder"]
 
 
 def __getattr__(name):
-    if name in ("RegimeAutoencoder", "encode"):
+    if name == "RegimeAutoencoder":
         from market_regimes.model import module
 
         return getattr(module, name)

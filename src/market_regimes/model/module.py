@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from market_regimes.model.networks import ConvDecoder, flatten_windows, make_encoder
+from market_regimes.model.networks import ConvDecoder, encode, flatten_windows, make_encoder  # noqa: F401 (encode: re-exported)
 
 
 class RegimeAutoencoder(L.LightningModule):
@@ -101,10 +101,3 @@ def vicreg(z: torch.Tensor, z_pos: torch.Tensor, inv: float = 25.0, var: float =
         c = torch.cov(v.T)
         loss = loss + cov * (c.pow(2).sum() - c.diagonal().pow(2).sum()) / d
     return loss / (inv + var + cov)
-
-
-@torch.no_grad()
-def encode(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Latents of many windows in eval mode, batch by batch."""
-    model.eval()
-    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else torch.zeros(0)

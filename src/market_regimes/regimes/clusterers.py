@@ -406,27 +406,24 @@ def _forward_window(loss: np.ndarray, lengths: np.ndarray, penalty: float, memor
     if n == 0:
         return np.empty_like(loss)
     full = _forward(loss, _Lockstep(np.asarray(lengths)), penalty)
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    back = np.minimum(np.arange(n) - starts, memory - 1)  # row t's recursion starts at t - back[t]
-    order = np.argsort(-back, kind="stable")
-    first = np.searchsorted(-back[order], -np.arange(int(back.max()) + 1), side="left")  # rows entering at offset o
     out = full.copy()
-    act = np.empty(0, dtype=np.intp)  # rows whose recursion has not met the full one yet
-    cur = np.empty((0, k), dtype=loss.dtype)  # their values at row t - o
-    for o in range(int(back.max()), -1, -1):
-        if len(act):
+    # A row less than ``memory`` rows into its sequence restarts at the sequence's start: its
+    # recursion is the full one. Every other row restarts ``memory - 1`` rows back.
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    act = np.flatnonzero(np.arange(n) - starts >= memory)  # rows whose recursion has not met the full one yet
+    if len(act) == 0:
+        return out
+    fresh = loss[act - (memory - 1)]
+    cur = fresh - fresh.min(axis=1, keepdims=True)  # their values at row t - o
+    for o in range(memory - 1, -1, -1):
+        if o < memory - 1:
             cur = np.minimum(cur, penalty) + loss[act - o]
             cur -= cur.min(axis=1, keepdims=True)
-        stop = first[o - 1] if o > 0 else n
-        new = order[first[o]:stop]
-        if len(new):
-            fresh = loss[new - o]
-            act = np.concatenate([act, new])
-            cur = np.concatenate([cur, fresh - fresh.min(axis=1, keepdims=True)])
-        if len(act):
-            met = (cur == full[act - o]).all(axis=1)
-            if met.any():
-                act, cur = act[~met], cur[~met]
+        met = (cur == full[act - o]).all(axis=1)
+        if met.any():
+            act, cur = act[~met], cur[~met]
+            if len(act) == 0:
+                break
     out[act] = cur
     return out
 
