@@ -71,6 +71,8 @@ def test_quick_suite_end_to_end(tmp_path):
     assert report["prep"]["features_windows"]["n_windows"] > 0
     cpu = report["training"]["cpu"]
     assert all(cpu[loop]["windows_per_s"] > 0 for loop in ("bare", "lightning", "datamodule"))
+    enc = report["training"]["encode_cpu"]
+    assert set(enc["us_per_window"]) == {"16", "64"} and all(v > 0 for v in enc["us_per_window"].values())
     sizes = report["scale"]["sizes"]
     assert [s["n_assets"] for s in sizes] == [6, 3, 6] and set(report["scale"]["growth"]) == {"assets x2", "years x2"}
     assert all(st["peak_rss_mb"] > 0 and st["wall_s"] > 0 for s in sizes for st in s["stages"].values())

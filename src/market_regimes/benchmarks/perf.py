@@ -169,6 +169,12 @@ def training_section(cfg, work: Path) -> dict:
         log.info("training %s: %s windows/s, Lightning overhead %+.1f %%", device,
                  {loop: round(rows[loop]["windows_per_s"]) for loop in loops}, 100 * rows["overhead"])
         out[device] = rows
+        sizes = st.get("encode_pass_sizes")
+        if sizes:
+            enc = {k: base[k] for k in ("data", "features", "window", "model")}
+            out[f"encode_{device}"] = run_stage(f"{_PKG}.throughput:encode_stage",
+                                                {**enc, "device": device, "pass_sizes": [int(b) for b in sizes]},
+                                                bool(suite.isolate))
     return out
 
 

@@ -195,6 +195,14 @@ def _training(t: dict) -> list[str]:
             rows.append([device, loop, f"{x['windows_per_s']:,.0f}", f"{x['ms_per_step']:.1f}", f"{rel:.2f}"])
         rows.append([device, "Lightning overhead", "", "", f"{100 * r['overhead']:+.1f} %"])
     lines += _table(["device", "loop", "windows/s", "ms/step", "vs bare"], rows)
+    for device in ("cpu", "cuda"):
+        enc = t.get(f"encode_{device}")
+        if enc:
+            per = enc["us_per_window"]
+            lines += ["", f"Encoding ({device}, `market_regimes.model.networks.encode`, eval mode, no gradients) of "
+                      f"{enc['n_windows']:,} windows, by windows per forward pass (median of rounds; the default on "
+                      f"this device is {enc['default_pass']}):", ""]
+            lines += _table(["windows per pass"] + list(per), [["us per window"] + [f"{v:.1f}" for v in per.values()]])
     lines += ["", "GPU path (`market_regimes/benchmarks/throughput.py`, used when `torch.cuda.is_available()`): "
               "`precision=bf16-mixed` (bare loop: `torch.autocast('cuda', torch.bfloat16)`), batches in pinned "
               "memory, copied with `non_blocking=True`, clock read after `torch.cuda.synchronize()`; training "

@@ -88,6 +88,37 @@ def train_loop_stage(loop: str, device: str, data: dict, features: dict, window:
             "threads": torch.get_num_threads()}
 
 
+def encode_stage(device: str, data: dict, features: dict, window: dict, model: dict, pass_sizes: list[int],
+                 n_windows: int = 8192, rounds: int = 5, seed: int = 0) -> dict:
+    """Time per window of ``encode`` (eval mode, no gradients) in passes of each of ``pass_sizes``
+    windows, over the same ``n_windows`` windows; the sizes interleaved in ``rounds`` rounds (the
+    first not timed), medians reported. The default pass size is ``encode_batch_size``."""
+    import statistics
+
+    from market_regimes.model import RegimeAutoencoder
+    from market_regimes.model.networks import encode, encode_batch_size
+
+    market = load_market(data)
+    ws, _ = build_windows(build_features(market.panel, FeatureConfig.from_dict(features)), WindowConfig.from_dict(window))
+    a, t = ws.keys()
+    pick = np.random.default_rng(seed).choice(len(a), min(n_windows, len(a)), replace=False)
+    x = torch.from_numpy(np.ascontiguousarray(ws.gather(a[pick], t[pick]))).to(device)
+    torch.manual_seed(seed)
+    net = RegimeAutoencoder(n_features=len(ws.names), window=ws.length, **_model_args(model)[0]).encoder.to(device)
+    times: dict[int, list[float]] = {int(b): [] for b in pass_sizes}
+    for r in range(max(int(rounds), 2)):
+        for b in times:
+            _sync(device)
+            t0 = time.perf_counter()
+            encode(net, x, b)
+            _sync(device)
+            if r > 0:
+                times[b].append(time.perf_counter() - t0)
+    return {"device": device, "n_windows": len(x), "default_pass": encode_batch_size(device),
+            "us_per_window": {str(b): 1e6 * statistics.median(v) / len(x) for b, v in times.items()},
+            "threads": torch.get_num_threads()}
+
+
 def _bare_loop(net, batches, device: str, warmup: int, clip: float | None, deterministic: bool) -> float:
     """The same training step without Lightning; returns seconds for the steps after ``warmup``."""
     torch.use_deterministic_algorithms(deterministic)
