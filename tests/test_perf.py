@@ -54,6 +54,7 @@ def test_a_stage_in_a_fresh_process_reports_its_memory(tmp_path):
     out = run_stage("market_regimes.benchmarks.prep:load_stage", {"data": data, "panel_path": str(tmp_path / "p.npz")})
     assert out["n_assets"] == 3 and out["n_bars"] == 800 and (tmp_path / "p.npz").exists()
     assert out["peak_rss_mb"] > 30 and out["process_s"] > out["stage_s"] > 0
+    assert out["steal_share"] is None or 0.0 <= out["steal_share"] <= 1.0
     with pytest.raises(RuntimeError, match="unknown data.source"):
         run_stage("market_regimes.benchmarks.prep:load_stage", {"data": {"source": "ftp"}, "panel_path": "x"})
 
@@ -71,6 +72,7 @@ def test_quick_suite_end_to_end(tmp_path):
     assert report["prep"]["features_windows"]["n_windows"] > 0
     cpu = report["training"]["cpu"]
     assert all(cpu[loop]["windows_per_s"] > 0 for loop in ("bare", "lightning", "datamodule"))
+    assert report["machine"]["steal_share"] is None or 0.0 <= report["machine"]["steal_share"] <= 1.0
     enc = report["training"]["encode_cpu"]
     assert set(enc["us_per_window"]) == {"16", "64"} and all(v > 0 for v in enc["us_per_window"].values())
     sizes = report["scale"]["sizes"]
@@ -87,6 +89,7 @@ def test_quick_suite_end_to_end(tmp_path):
     for heading in ("## Targets", "## 1. Features + windows", "## 2. Training throughput", "## 3. Scale",
                     "## 4. Inference latency", "## 5. Walk-forward validation", "## Reproduce"):
         assert heading in md
+    assert "taken by the hypervisor for other guests (steal) during the run" in md
     assert "no GPU on this machine" in md or "cuda" in json.dumps(report["training"])
 
 

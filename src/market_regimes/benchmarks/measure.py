@@ -55,6 +55,24 @@ def reset_peak() -> bool:
         return False
 
 
+def cpu_times() -> tuple[float, float]:
+    """(steal, total) CPU ticks of the whole machine so far (``/proc/stat``; zeros elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [float(x) for x in f.readline().split()[1:9]]  # user .. steal (guest is inside user)
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return ticks[7] if len(ticks) > 7 else 0.0, sum(ticks)
+
+
+def steal_share(since: tuple[float, float]) -> float | None:
+    """Share of the machine's CPU time taken by the hypervisor for other guests since ``since``
+    (a :func:`cpu_times` reading): on a shared virtual machine, time the benchmark could not run."""
+    steal, total = cpu_times()
+    d_total = total - since[1]
+    return (steal - since[0]) / d_total if d_total > 0 else None
+
+
 def mark(name: str) -> None:
     """Record the current resident memory under ``name`` (reported as ``rss_<name>_mb``)."""
     _MARKS[name] = rss_mb()
@@ -63,12 +81,14 @@ def mark(name: str) -> None:
 def _call(target: str, kwargs: dict) -> dict:
     module, func = target.split(":")
     _MARKS.clear()
+    cpu0 = cpu_times()
     t0 = time.perf_counter()
     result = getattr(importlib.import_module(module), func)(**kwargs)
     result = dict(result or {})
     result["stage_s"] = time.perf_counter() - t0
     result["peak_rss_mb"] = peak_rss_mb()
     result["load_average_1m"] = os.getloadavg()[0]  # other work on the machine while this ran
+    result["steal_share"] = steal_share(cpu0)
     result.update({f"rss_{k}_mb": v for k, v in _MARKS.items()})
     return result
 

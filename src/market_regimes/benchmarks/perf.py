@@ -25,7 +25,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from market_regimes.benchmarks.measure import machine, median_of, repeat_stage, run_stage
+from market_regimes.benchmarks.measure import cpu_times, machine, median_of, repeat_stage, run_stage, steal_share
 from market_regimes.benchmarks.output import command_line, publish, repo_root, write_report  # noqa: F401 (repo_root re-exported)
 from market_regimes.benchmarks.report import render, targets
 from market_regimes.errors import ConfigError
@@ -53,6 +53,7 @@ def run_perf(cfg) -> Path:
     work = run_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     report = {"suite": _plain(suite), "machine": machine(), "command": command_line(suite.command)}
+    cpu0 = cpu_times()
     sections = {"prep": prep_section, "training": training_section, "scale": scale_section,
                 "inference": inference_section, "walk_forward": walk_forward_section}
     chosen = suite.get("sections")
@@ -60,13 +61,15 @@ def run_perf(cfg) -> Path:
     report["provenance"] = merge_sections(report, suite.get("merge_from"), skip=chosen)
     for name in chosen:
         log.info("perf: section %s", name)
+        c = cpu_times()
         report[name] = sections[name](cfg, work / name)
         report["provenance"][name] = {"run": str(run_dir), "date": report["machine"]["date"],
                                       "commit": report["machine"]["commit"],
                                       "load_average": report["machine"]["load_average"],
-                                      "env": _plain(suite.get("env"))}
+                                      "env": _plain(suite.get("env")), "steal_share": steal_share(c)}
         _write(run_dir, report)  # partial results survive a failure later on
     report["machine"]["load_average_end"] = machine()["load_average"]
+    report["machine"]["steal_share"] = steal_share(cpu0)
     report["targets"] = targets(report)
     md = _write(run_dir, report)
     shutil.rmtree(work, ignore_errors=True)
@@ -96,7 +99,8 @@ def merge_sections(report: dict, runs, skip=()) -> dict:
                 m = earlier["machine"]
                 provenance[name] = {"run": str(run), "date": m["date"], "commit": m["commit"],
                                     "load_average": m["load_average"],
-                                    "env": (earlier.get("suite") or {}).get("env") or {}}
+                                    "env": (earlier.get("suite") or {}).get("env") or {},
+                                    "steal_share": ((earlier.get("provenance") or {}).get(name) or {}).get("steal_share")}
     return provenance
 
 

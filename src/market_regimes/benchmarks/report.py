@@ -102,8 +102,10 @@ def render(report: dict) -> str:
         f"Machine: {m['cpu_model']}, {m['cpu_cores']} cores, {m['memory_gb']} GB RAM; Python {m['python']}, "
         f"torch {m['torch']} ({m['torch_threads']} threads), numpy {m['numpy']}, pandas {m['pandas']}; "
         f"GPU: {m['cuda'] or 'none'}. Load average (1/5/15 min) at the start {m['load_average']}, at the end "
-        f"{m.get('load_average_end', 'n/a')}: other jobs share this machine, so a load well above 0 "
-        "means slower and noisier figures; re-run the command on a quiet machine to refresh them.", "",
+        f"{m.get('load_average_end', 'n/a')}; CPU time taken by the hypervisor for other guests (steal) during "
+        f"the run: {_pct(m.get('steal_share'))}. Other jobs share this machine, so a load well above 0 or a "
+        "steal of more than a few % means slower and noisier figures; re-run the command on a quiet machine "
+        "to refresh them.", "",
         "Environment of the benchmark and its stage processes (this run): "
         + (", ".join(f"`{k}={v}`" for k, v in (report["suite"].get("env") or {}).items()) or "unchanged")
         + " (why: config/suite/perf.yaml).", "",
@@ -111,8 +113,8 @@ def render(report: dict) -> str:
     prov = report.get("provenance") or {}
     if len({(v["run"]) for v in prov.values()}) > 1:  # sections measured in different runs
         lines += ["Sections come from these runs (`suite.merge_from`):", ""]
-        lines += _table(["section", "run", "date", "commit", "load average at its start", "environment"],
-                        [[k, f"`{v['run']}`", v["date"], v["commit"], v["load_average"],
+        lines += _table(["section", "run", "date", "commit", "load average at its start", "steal", "environment"],
+                        [[k, f"`{v['run']}`", v["date"], v["commit"], v["load_average"], _pct(v.get("steal_share")),
                           ", ".join(f"`{a}={b}`" for a, b in (v.get("env") or {}).items()) or "unchanged"]
                          for k, v in prov.items()])
         lines += [""]
@@ -128,6 +130,10 @@ def render(report: dict) -> str:
               "Results are written to `artifacts/runs/benchmark/<time>/` (`report.json`, `PERFORMANCE.md`); the "
               "full suite also copies the markdown here.", ""]
     return "\n".join(lines)
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
 
 
 def _mb(x: float) -> str:
