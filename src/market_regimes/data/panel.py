@@ -67,9 +67,12 @@ class Panel:
 
     def select(self, symbols: list[str] | None = None, start=None, end=None) -> "Panel":
         """Sub-panel by symbols and by bar-open time (``start`` inclusive, ``end`` inclusive)."""
-        cols = self.symbols if symbols is None else list(symbols)
         sl = slice(start, end)
-        fields = {f: self.field(f).loc[sl, cols] for f in FIELDS}
+        if symbols is None:  # rows only: a slice, ~10x cheaper than selecting the columns too
+            fields = {f: self.field(f).loc[sl] for f in FIELDS}
+        else:
+            cols = list(symbols)
+            fields = {f: self.field(f).loc[sl, cols] for f in FIELDS}
         return Panel(**fields, interval=self.interval)
 
     def to_long(self) -> pd.DataFrame:
