@@ -14,6 +14,7 @@ batches are in pinned memory and copied with ``non_blocking=True``, and the cloc
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import lightning as L
@@ -93,8 +94,6 @@ def encode_stage(device: str, data: dict, features: dict, window: dict, model: d
     """Time per window of ``encode`` (eval mode, no gradients) in passes of each of ``pass_sizes``
     windows, over the same ``n_windows`` windows; the sizes interleaved in ``rounds`` rounds (the
     first not timed), medians reported. The default pass size is ``encode_batch_size``."""
-    import statistics
-
     from market_regimes.model import RegimeAutoencoder
     from market_regimes.model.networks import encode, encode_batch_size
 

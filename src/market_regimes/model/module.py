@@ -15,9 +15,8 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from market_regimes.model.networks import ConvDecoder, encode, flatten_windows, make_encoder  # noqa: F401 (encode: re-exported)
+from market_regimes.model.networks import ConvDecoder, flatten_windows, make_encoder
 
 
 class RegimeAutoencoder(L.LightningModule):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
 CPU_ENCODE_BATCH = 256
 """Windows per forward pass when encoding on a CPU. The conv encoder's cost per window on 2 AMD
 EPYC cores (hidden 32, 48-bar windows, 2 threads) on a quiet host: 29-31 us in passes of 256-512,
 45-48 us in passes of 2,048, ~105 us in passes of 8,192, whose activations no longer stay in
 cache. While the hypervisor took 10-19 % of the CPU time, larger passes did better (88 us at 256,
-64 us at 2,048; docs/PERFORMANCE.md, section 2), presumably because fewer passes mean fewer thread synchronisations to lose."""
+64 us at 2,048; docs/PERFORMANCE.md, section 2), presumably because fewer passes mean fewer
+thread synchronisations to lose."""
 
 
 def encode_batch_size(device: torch.device | str) -> int:

@@ -402,7 +402,7 @@ def _forward_window(loss: np.ndarray, lengths: np.ndarray, penalty: float, memor
     steps). The loop is over offsets from the start, each step vectorised over the rows still
     running.
     """
-    n, k = loss.shape
+    n = len(loss)
     if n == 0:
         return np.empty_like(loss)
     full = _forward(loss, _Lockstep(np.asarray(lengths)), penalty)
