@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 from market_regimes.errors import ConfigError, DataError
 from market_regimes.regimes import (
     GMMRegimes,
+    HMMRegimes,
     JumpRegimes,
     KMeansRegimes,
     NotFittedError,
@@ -69,6 +70,7 @@ ESTIMATORS = {
     "kmeans": lambda k: KMeansRegimes(k, n_init=3, random_state=0),
     "gmm": lambda k: GMMRegimes(k, n_init=1, random_state=0),
     "jump": lambda k: JumpRegimes(k, n_init=3, random_state=0),
+    "hmm": lambda k: HMMRegimes(k, n_init=1, random_state=0, online_memory=64),
 }
 
 
@@ -128,8 +130,9 @@ def test_inputs_are_checked_and_pandas_round_trips(data3, fitted):
 def test_make_clusterer():
     assert isinstance(make_clusterer("gmm", 4, covariance_type="diag"), GMMRegimes)
     assert make_clusterer("jump", 2, jump_penalty=1.0).jump_penalty == 1.0
-    with pytest.raises(ConfigError, match="gmm, jump, kmeans"):
-        make_clusterer("hmm", 3)
+    assert make_clusterer("hmm", 2, covariance_type="diag").covariance_type == "diag"
+    with pytest.raises(ConfigError, match="gmm, hmm, jump, kmeans"):
+        make_clusterer("ward", 3)
     with pytest.raises(ConfigError, match="bad parameters"):
         make_clusterer("kmeans", 3, jump_penalty=1.0)
 
@@ -410,3 +413,62 @@ def test_finite_memory_forward_costs_equal_a_fresh_recursion_per_row(penalty, me
         lo = max(starts[t], t - memory + 1)
         ref = _forward(loss[lo : t + 1], _Lockstep(np.array([t + 1 - lo])), penalty)[-1]
         assert np.array_equal(got[t], ref), t
+
+
+# ----------------------------------------------------------------------------- Gaussian HMM
+def spread_regimes(seed=0, n_runs=60, d=3):
+    """Persistent regimes with the same mean and different spread (x1 vs x3), two sequences."""
+    rng = np.random.default_rng(seed)
+    states = np.repeat(rng.integers(0, 2, n_runs), rng.integers(50, 150, n_runs))
+    X = rng.standard_normal((len(states), d)) * np.where(states == 1, 3.0, 1.0)[:, None]
+    return X, states, [len(X) // 2, len(X) - len(X) // 2]
+
+
+def test_hmm_finds_regimes_that_differ_in_spread_only():
+    X, states, lengths = spread_regimes()
+    hmm = HMMRegimes(2, n_init=2, random_state=0).fit(X, lengths)
+    jump = JumpRegimes(2, n_init=3, random_state=0).fit(X, lengths)
+    assert adjusted_rand_score(states, hmm.predict_online(X, lengths)) > 0.9
+    assert adjusted_rand_score(states, jump.predict_online(X, lengths)) < 0.2  # centroids cannot see spread
+    assert (np.diag(hmm.transmat_) > 0.98).all()  # persistence is learned (runs of ~100 rows)
+
+
+def test_hmm_likelihood_matches_hmmlearn():
+    """The forward filter's log-likelihood and posteriors equal hmmlearn's for the same parameters."""
+    from hmmlearn.hmm import GaussianHMM
+
+    X, _, lengths = spread_regimes(seed=1)
+    est = HMMRegimes(2, n_init=1, random_state=0).fit(X, lengths)
+    ref = GaussianHMM(2, covariance_type="full", init_params="", params="")
+    ref.startprob_, ref.transmat_ = est.startprob_, est.transmat_
+    ref.means_, ref.covars_ = est.centroids_, est.covars_ * np.outer(est.scale_, est.scale_)[None]
+    np.testing.assert_allclose(est.score(X, lengths) * len(X), ref.score(X, lengths), rtol=1e-9)
+    filtered = est.predict_proba_online(X[:400])
+    for t in (0, 57, 203, 399):  # at a sequence's last row the smoothed posterior is the filtered one
+        np.testing.assert_allclose(filtered[t], ref.predict_proba(X[: t + 1])[-1], rtol=1e-7, atol=1e-12)
+    assert est.bic(X, lengths) == pytest.approx(-2 * ref.score(X, lengths) + est.n_parameters() * np.log(len(X)))
+
+
+@pytest.mark.parametrize("memory", [1, 5, 40])
+def test_hmm_finite_memory_filter_equals_a_fresh_filter_per_row(memory):
+    X, _, _ = spread_regimes(seed=2, n_runs=12)
+    lengths = np.array([len(X) - 260, 1, 259])
+    full = HMMRegimes(2, n_init=1, random_state=0).fit(X, lengths)
+    est = clone(full).set_params(online_memory=memory)
+    for name in ("startprob_", "transmat_", "means_", "covars_", "offset_", "scale_", "temperature_", "n_features_in_"):
+        setattr(est, name, getattr(full, name))
+    est._restore()
+    got = est.predict_proba_online(X, lengths)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    for t in range(0, len(X), 7):
+        lo = max(starts[t], t - memory + 1)
+        np.testing.assert_array_equal(got[t], full.predict_proba_online(X[lo : t + 1])[-1])
+
+
+def test_hmm_bic_selection_finds_three_spread_regimes():
+    rng = np.random.default_rng(3)
+    states = np.repeat(rng.integers(0, 3, 90), rng.integers(40, 120, 90))
+    X = rng.standard_normal((len(states), 2)) * np.array([0.5, 1.5, 4.0])[states][:, None]
+    result = select_n_regimes(X, None, lambda n: HMMRegimes(n, n_init=1, covariance_type="diag"),
+                              k_range=(2, 5), criterion="bic")
+    assert result.best_k == 3, result.table

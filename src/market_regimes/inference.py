@@ -2,8 +2,8 @@
 
 Features are recomputed causally on the data up to the bar (the same code as training, so a
 bar's features do not depend on later bars), scaled with the bundle's scaler, and the asset's
-most recent windows are encoded and labelled with the bundle's causal filter. With the jump
-model's finite ``online_memory`` a label depends on a bounded number of windows, so inference
+most recent windows are encoded and labelled with the bundle's causal filter. With a finite
+``online_memory`` (jump model, HMM) a label depends on a bounded number of windows, so inference
 encodes only those, and ``infer(..., at=T)`` equals ``label_history(...)`` at T exactly.
 
 Features are recomputed over the tail of history that those windows need (``history_bars``:
@@ -95,8 +95,9 @@ def _encode(bundle: Bundle, windows: WindowSet, asset: int, ends: np.ndarray) ->
 
 
 def _memory(bundle: Bundle) -> int | None:
-    """Windows a label depends on: 1 for per-row clusterers, the jump model's online_memory."""
-    if getattr(bundle.clusterer, "kind", "") != "jump":
+    """Windows a label depends on: 1 for per-row clusterers, the ``online_memory`` of those that
+    filter a sequence (jump model, HMM); None when that memory is unbounded."""
+    if not getattr(bundle.clusterer, "sequential", False):
         return 1
     mem = getattr(bundle.clusterer, "online_memory", None)
     return int(mem) if mem else None

@@ -1,6 +1,6 @@
 """Regimes stage: cluster autoencoder latents into market regimes and keep their ids stable.
 
-    latents (N, D) + sequence lengths -> clusterer (k-means | GMM | jump model) -> labels
+    latents (N, D) + sequence lengths -> clusterer (k-means | GMM | jump model | HMM) -> labels
     -> canonical_order / align_to_reference -> relabel, so regime ids mean the same across fits.
 
 ``clusterers`` holds the estimators, ``labels`` the id bookkeeping, ``selection`` the choice of K.
@@ -12,13 +12,13 @@ from typing import Any
 
 from market_regimes.errors import ConfigError
 from market_regimes.regimes.clusterers import (
-    CLUSTERERS,
     GMMRegimes,
     JumpRegimes,
     KMeansRegimes,
     NotFittedError,
     RegimeClusterer,
 )
+from market_regimes.regimes.hmm import HMMRegimes
 from market_regimes.regimes.labels import (
     align_centroids,
     align_to_reference,
@@ -31,6 +31,7 @@ from market_regimes.regimes.labels import (
 __all__ = [
     "CLUSTERERS",
     "GMMRegimes",
+    "HMMRegimes",
     "JumpRegimes",
     "KMeansRegimes",
     "NotFittedError",
@@ -48,6 +49,11 @@ __all__ = [
 ]
 
 
+CLUSTERERS: dict[str, type[RegimeClusterer]] = {
+    c.kind: c for c in (KMeansRegimes, GMMRegimes, JumpRegimes, HMMRegimes)
+}
+
+
 def __getattr__(name: str):
     # model selection needs scikit-learn's metrics; imported on first use (inference never does)
     if name in ("SelectionResult", "select_n_regimes"):
@@ -58,7 +64,7 @@ def __getattr__(name: str):
 
 
 def make_clusterer(name: str, n_regimes: int, **params: Any) -> RegimeClusterer:
-    """Unfitted clusterer by name ("kmeans", "gmm", "jump") with ``n_regimes`` and extra params."""
+    """Unfitted clusterer by name ("kmeans", "gmm", "jump", "hmm") with ``n_regimes`` and extra params."""
     if name not in CLUSTERERS:
         raise ConfigError(f"unknown clusterer {name!r}; known: {', '.join(sorted(CLUSTERERS))}")
     try:

@@ -1,6 +1,7 @@
-"""Clusterers that turn latent vectors into regime labels: k-means, Gaussian mixture, jump model.
+"""Clusterers that turn latent vectors into regime labels: k-means, Gaussian mixture, jump model
+(and, in ``hmm.py``, the Gaussian HMM).
 
-All three share one interface (scikit-learn style, sequences passed like hmmlearn):
+All share one interface (scikit-learn style, sequences passed like hmmlearn):
 
 * ``X``: (N, D) latent vectors, the concatenation of per-asset sequences, each in time order;
   a ``pd.DataFrame`` works too and the outputs then carry its index.
@@ -138,6 +139,8 @@ class RegimeClusterer(_Params):
     """Shared interface; subclasses define ``_fit``, ``_energy`` and their state arrays."""
 
     kind: ClassVar[str] = ""
+    #: labels filter the sequence (a row's label depends on earlier rows, up to ``online_memory``)
+    sequential: ClassVar[bool] = False
     _state_arrays: ClassVar[tuple[str, ...]] = ()
     _state_scalars: ClassVar[tuple[str, ...]] = ()
 
@@ -483,6 +486,7 @@ class JumpRegimes(RegimeClusterer):
     """
 
     kind = "jump"
+    sequential = True
     _state_arrays = ("centroids_",)
     _state_scalars = ("temperature_", "jump_penalty_")
 
@@ -584,5 +588,3 @@ class JumpRegimes(RegimeClusterer):
         arr, lens = self._inputs(X, lengths)
         return -_viterbi(_sq_dists(arr, self.centroids_), _Lockstep(lens), self.jump_penalty_)[1] / len(arr)
 
-
-CLUSTERERS: dict[str, type[RegimeClusterer]] = {c.kind: c for c in (KMeansRegimes, GMMRegimes, JumpRegimes)}

@@ -1,0 +1,239 @@
+"""Gaussian hidden Markov model on latent sequences, labelled by its causal forward filter.
+
+Regimes are hidden states with a Gaussian emission each (mean and covariance, so two regimes
+may share a centre and differ in spread, which the centroid-based k-means and jump model cannot
+tell apart) and a Markov transition matrix (persistence is learned, not a penalty to choose).
+Fitting is EM (Baum-Welch) by ``hmmlearn`` over the sequences, on inputs standardised with the
+training rows' mean and standard deviation, best of ``n_init`` starts by log-likelihood.
+
+Labels come from the **forward filter** ``P(s_t | x_1..x_t)`` computed here from the fitted
+parameters (numpy, no ``hmmlearn`` at inference), never the smoothed posterior: the label of row
+t depends on rows <= t of its own sequence only. With ``online_memory=M`` the filter of row t
+starts afresh at row ``max(sequence start, t - M + 1)`` from ``startprob_``, so a label is
+reproducible from a bounded stretch of history (exact, fast inference); a filter forgets its
+start geometrically, so M of a few hundred rows changes next to nothing.
+
+Interface as the other clusterers (``clusterers.py``): ``predict`` = ``predict_online``;
+``predict_proba_online`` = the filtered probabilities; ``score`` the mean log-likelihood per row;
+``bic`` for model selection; ``centroids_`` the state means in input units.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from market_regimes.errors import ConfigError, DataError
+from market_regimes.regimes.clusterers import RegimeClusterer, _check_perm, _Lockstep, _like_input
+
+COVARIANCE_TYPES = ("full", "diag")
+
+
+def _filter_step(prior: np.ndarray, emit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One forward step for rows of (n, K): normalised posterior and log of its normaliser."""
+    post = prior * emit
+    total = post.sum(axis=1, keepdims=True)
+    return post / total, np.log(total[:, 0])
+
+
+def _propagate(post: np.ndarray, transmat: np.ndarray) -> np.ndarray:
+    """(n, K) one-step-ahead state probabilities ``post @ transmat``, as K explicit products so
+    that a row's value never depends on how many rows are computed with it (a BLAS product may
+    round differently for different shapes, and the finite-memory filter relies on equality)."""
+    out = post[:, :1] * transmat[0]
+    for j in range(1, len(transmat)):
+        out += post[:, j : j + 1] * transmat[j]
+    return out
+
+
+def _emissions(log_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K) emission densities scaled by each row's largest and (N,) the log of that scale."""
+    shift = log_e.max(axis=1)
+    return np.exp(log_e - shift[:, None]), shift
+
+
+@contextmanager
+def _quiet_hmmlearn():
+    """hmmlearn logs a warning whenever an EM step lowers the likelihood by rounding noise."""
+    log = logging.getLogger("hmmlearn.base")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+class HMMRegimes(RegimeClusterer):
+    """Gaussian HMM regimes; see the module docstring."""
+
+    kind = "hmm"
+    sequential = True
+    _state_arrays = ("startprob_", "transmat_", "means_", "covars_", "offset_", "scale_")
+    _state_scalars = ("temperature_",)
+
+    def __init__(self, n_regimes: int = 4, covariance_type: str = "full", n_init: int = 3, n_iter: int = 100,
+                 tol: float = 1e-3, min_covar: float = 1e-3, stay: float = 0.95, random_state: int | None = None,
+                 online_memory: int | None = None):
+        self.n_regimes = n_regimes
+        self.covariance_type = covariance_type
+        self.n_init = n_init
+        self.n_iter = n_iter
+        self.tol = tol
+        self.min_covar = min_covar
+        self.stay = stay
+        self.random_state = random_state
+        self.online_memory = online_memory
+
+    # ------------------------------------------------------------------ fit
+    def _fit(self, X: np.ndarray, lengths: np.ndarray) -> None:
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ConfigError(f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}, got {self.covariance_type!r}")
+        if not 0.0 <= float(self.stay) < 1.0:
+            raise ConfigError(f"stay (initial self-transition probability) must be in [0, 1), got {self.stay}")
+        try:
+            from hmmlearn.hmm import GaussianHMM
+        except ImportError:
+            raise ConfigError("cluster=hmm needs the package hmmlearn: pip install hmmlearn") from None
+
+        self.offset_ = X.mean(axis=0)
+        sd = X.std(axis=0)
+        self.scale_ = np.where(sd > 0, sd, 1.0)
+        Z = (X - self.offset_) / self.scale_
+        k = int(self.n_regimes)
+        trans = np.full((k, k), (1.0 - self.stay) / max(k - 1, 1)) if k > 1 else np.ones((1, 1))
+        np.fill_diagonal(trans, self.stay if k > 1 else 1.0)
+        rng = np.random.default_rng(self.random_state)
+        best = None
+        for _ in range(max(int(self.n_init), 1)):
+            model = GaussianHMM(k, covariance_type=self.covariance_type, n_iter=int(self.n_iter), tol=float(self.tol),
+                                min_covar=float(self.min_covar), random_state=int(rng.integers(2**31)),
+                                init_params="mc", params="stmc", implementation="scaling")
+            model.startprob_ = np.full(k, 1.0 / k)
+            model.transmat_ = trans.copy()
+            try:
+                with _quiet_hmmlearn():
+                    model.fit(Z, lengths)
+                score = model.score(Z, lengths)
+            except (ValueError, np.linalg.LinAlgError):  # a degenerate start (a state left empty)
+                continue
+            if np.isfinite(score) and (best is None or score > best[0]):
+                best = (score, model)
+        if best is None:
+            raise DataError(f"the HMM could not be fitted with {k} states on {len(X)} rows; try fewer regimes")
+        model = best[1]
+        self.startprob_ = np.asarray(model.startprob_, dtype=np.float64)
+        self.transmat_ = np.asarray(model.transmat_, dtype=np.float64)
+        self.means_ = np.asarray(model.means_, dtype=np.float64)
+        self.covars_ = np.asarray(model.covars_, dtype=np.float64)  # (K, D, D) for every covariance type
+        self.temperature_ = 1.0  # energies are -log posteriors: softmax(-energy) is the posterior
+        self.converged_ = bool(model.monitor_.converged)
+        self._restore()
+        self.labels_ = self._posteriors(X, lengths).argmax(axis=1).astype(np.intp)
+
+    def _restore(self) -> None:
+        chol = np.linalg.cholesky(self.covars_)  # (K, D, D)
+        d = self.means_.shape[1]
+        self._whiten = np.linalg.inv(chol)  # (K, D, D): L^-1, so that ||L^-1 (z - m)||^2 is the Mahalanobis term
+        self._whitened_means = np.einsum("ked,kd->ke", self._whiten, self.means_)
+        self._log_norm = -np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1) - 0.5 * d * np.log(2 * np.pi)
+
+    @property
+    def centroids_(self) -> np.ndarray:
+        """(K, D) state means in input units."""
+        return self.means_ * self.scale_ + self.offset_
+
+    # ------------------------------------------------------------------ filtering
+    def _log_emission(self, X: np.ndarray) -> np.ndarray:
+        """(N, K) Gaussian log densities of the standardised rows under each state. Written with
+        ``einsum`` (no BLAS call) so that a row's value does not depend on the other rows."""
+        Z = (X - self.offset_) / self.scale_
+        y = np.einsum("nd,ked->nke", Z, self._whiten) - self._whitened_means[None]  # (N, K, D)
+        return -0.5 * np.einsum("nke,nke->nk", y, y) + self._log_norm[None]
+
+    def _filter(self, emit: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, K) filtered posteriors and (N,) log normalisers of the scaled emissions ``emit``,
+        all sequences in lockstep (``clusterers._Lockstep``)."""
+        plan = _Lockstep(lengths)
+        emit_tm = emit[plan.rows]
+        post = np.empty_like(emit_tm)
+        log_c = np.empty(len(emit_tm))
+        ptr = plan.ptr
+        post[: ptr[1]], log_c[: ptr[1]] = _filter_step(self.startprob_[None, :], emit_tm[: ptr[1]])
+        for t in range(1, plan.n_steps):
+            a, b, prev = ptr[t], ptr[t + 1], ptr[t - 1]
+            post[a:b], log_c[a:b] = _filter_step(_propagate(post[prev : prev + b - a], self.transmat_), emit_tm[a:b])
+        out, lc = np.empty_like(post), np.empty_like(log_c)
+        out[plan.rows], lc[plan.rows] = post, log_c
+        return out, lc
+
+    def _filter_window(self, emit: np.ndarray, lengths: np.ndarray, full: np.ndarray, memory: int) -> np.ndarray:
+        """Posteriors with a finite memory: row t's filter restarted at max(start, t - memory + 1).
+
+        Rows less than ``memory`` rows into their sequence keep the full filter (the same
+        recursion); the others run ``memory`` steps, vectorised over rows, each row leaving the
+        loop once its value equals the full filter's bit for bit (from then on they agree)."""
+        out = full.copy()
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        act = np.flatnonzero(np.arange(len(emit)) - starts >= memory)
+        if len(act) == 0:
+            return out
+        cur, _ = _filter_step(self.startprob_[None, :], emit[act - (memory - 1)])
+        for o in range(memory - 1, -1, -1):
+            if o < memory - 1:
+                cur, _ = _filter_step(_propagate(cur, self.transmat_), emit[act - o])
+            met = (cur == full[act - o]).all(axis=1)
+            if met.any():
+                act, cur = act[~met], cur[~met]
+                if len(act) == 0:
+                    break
+        out[act] = cur
+        return out
+
+    def _posteriors(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        emit, _ = _emissions(self._log_emission(X))
+        post, _ = self._filter(emit, lengths)
+        if self.online_memory:
+            post = self._filter_window(emit, lengths, post, int(self.online_memory))
+        return post
+
+    def _energy(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            return -np.log(self._posteriors(X, lengths))
+
+    def predict_proba_online(self, X: Any, lengths: Any = None) -> Any:
+        """(N, K) filtered probabilities P(s_t | rows <= t of its sequence)."""
+        arr, lens = self._inputs(X, lengths)
+        return _like_input(X, self._posteriors(arr, lens))
+
+    # ------------------------------------------------------------------ model selection
+    def score(self, X: Any, lengths: Any = None) -> float:
+        """Mean log-likelihood per row of the inputs (higher is better)."""
+        arr, lens = self._inputs(X, lengths)
+        emit, shift = _emissions(self._log_emission(arr))
+        _, log_c = self._filter(emit, lens)
+        return float((log_c.sum() + shift.sum() - len(arr) * np.log(self.scale_).sum()) / len(arr))
+
+    def n_parameters(self) -> int:
+        k, d = self.means_.shape
+        cov = k * d * (d + 1) // 2 if self.covariance_type == "full" else k * d
+        return (k - 1) + k * (k - 1) + k * d + cov
+
+    def bic(self, X: Any, lengths: Any = None) -> float:
+        """Bayesian information criterion on X (lower is better)."""
+        n = len(self._inputs(X, lengths)[0])
+        return float(-2.0 * self.score(X, lengths) * n + self.n_parameters() * np.log(n))
+
+    # ------------------------------------------------------------------ relabelling
+    def permute_(self, perm: Any) -> "HMMRegimes":
+        super().permute_(perm)  # startprob_, means_, covars_ and the rows of transmat_
+        inverse = np.argsort(_check_perm(perm, self.n_regimes))
+        self.transmat_ = self.transmat_[:, inverse]
+        self._restore()
+        return self
+
+    def _per_regime_arrays(self) -> tuple[str, ...]:
+        return ("startprob_", "transmat_", "means_", "covars_")
