@@ -16,10 +16,12 @@ from market_regimes.inference import TAIL_SLACK, history_bars, infer, label_hist
 from market_regimes.training import run_training
 
 
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("infer")
-    run_training(compose_cfg(tmp, ["plots=false", "cluster.params.online_memory=64"]))
+@pytest.fixture(scope="module", params=["jump", "hmm"])
+def bundle_dir(tmp_path_factory, request):
+    """A bundle per sequential clusterer: both filter with a finite memory that inference relies on."""
+    tmp = tmp_path_factory.mktemp(f"infer_{request.param}")
+    run_training(compose_cfg(tmp, ["plots=false", f"cluster={request.param}", "cluster.k_range=[2,4]",
+                                   "cluster.params.n_init=2", "cluster.params.online_memory=64"]))
     return tmp
 
 

@@ -472,3 +472,20 @@ def test_hmm_bic_selection_finds_three_spread_regimes():
     result = select_n_regimes(X, None, lambda n: HMMRegimes(n, n_init=1, covariance_type="diag"),
                               k_range=(2, 5), criterion="bic")
     assert result.best_k == 3, result.table
+
+
+def test_selection_scores_an_unfittable_k_as_the_worst_instead_of_failing():
+    X, _, lengths = regime_data(k=3, d=4, sep=8.0, n_seq=4, length=300, seed=4)
+
+    class FailsAbove3(GMMRegimes):  # has its own bic, so both criteria call its fit
+        def fit(self, X, lengths=None):
+            if self.n_regimes > 3:
+                raise DataError("collapsed")
+            return super().fit(X, lengths)
+
+    for criterion in ("stability", "bic"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = select_n_regimes(X, lengths, lambda n: FailsAbove3(n, n_init=1), k_range=(2, 5), criterion=criterion)
+        assert result.best_k == 3, (criterion, result.table)
+        assert any("K=4 cannot be fitted" in str(w.message) for w in caught)

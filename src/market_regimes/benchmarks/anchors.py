@@ -19,8 +19,8 @@ order) and ``predict_online(X)``: the label of row t depends on rows <= t only.
   and a cluster's barycentre is the per-quantile median. Fitted on training windows every
   ``step`` bars; bar t is labelled by the barycentre nearest to the window ending at t.
 
-``hmmlearn`` and ``jumpmodels`` are the optional extra ``benchmarks``; :func:`require` stops with
-a one-line message naming the install command when one is missing.
+``jumpmodels`` is the optional extra ``benchmarks`` (``hmmlearn`` is a dependency of the package);
+:func:`require` stops with a one-line message naming the install command when one is missing.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 
 from market_regimes.errors import ConfigError
 
-INSTALL_HINT = 'pip install -e ".[benchmarks]"  (or: pip install hmmlearn jumpmodels)'
+INSTALL_HINT = 'pip install -e ".[benchmarks]"  (or: pip install jumpmodels)'
 
 
 def require(package: str):

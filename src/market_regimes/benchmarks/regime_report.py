@@ -18,6 +18,7 @@ LEGEND = {
     "project_forecast": "the same encoder and latents, K and jump penalty chosen by held-out forecast validation (cluster.selection=forecast, cluster.params.jump_penalty=forecast)",
     "features": "the project's feature-only path (model=features: scaled features of the window's last bar, no autoencoder), default clusterer",
     "features_forecast": "feature-only path with K and jump penalty chosen by held-out forecast validation",
+    "market_hmm": "the project's HMM path (experiment=market_hmm): Gaussian HMM (cluster=hmm) on the cross-section of scaled bar log returns (market mode, no autoencoder), K by stability, causal forward filter",
     "hmm": "Gaussian HMM (hmmlearn, EM, best of 5 starts), labels from the forward filter; K given",
     "jump": "statistical jump model (jumpmodels), labels from its predict_online; penalty chosen by the project's forecast validation; K given",
     "kmeans": "k-means (scikit-learn) on hand-made return/volatility(/breadth) features; K given",
@@ -111,18 +112,18 @@ def _closing(name: str, scfg: dict, rows: list[dict]) -> dict:
                 "best_anchor": best_anchor, "best_anchor_score": score.get(best_anchor)}
         note["default_beats_best_anchor"] = (None if note["default"] is None or best_anchor is None
                                              else note["default"] > score[best_anchor])
-        note["targets"] = _targets(name, g, (scfg.get("targets") or {}).get(g) or {}, by)
+        note["targets"] = _targets((scfg.get("targets") or {}).get(g) or {}, by, project)
         notes.append(note)
     return {"closing": notes}
 
 
-def _targets(name: str, group: str, targets: dict, by: dict) -> list[dict]:
-    """Each target: the metric, the bound, and per project method whether it is met."""
+def _targets(targets: dict, by: dict, project: list[str]) -> list[dict]:
+    """Each target: the metric, the bound, and per project method (variant) whether it is met."""
     out = []
     for metric, bound in targets.items():
         met = {}
         for m, row in by.items():
-            if m not in LEGEND or not m.startswith(("project", "features")):
+            if m not in project:
                 continue
             value = row.get(metric)
             value = value.get("mean") if isinstance(value, dict) else value

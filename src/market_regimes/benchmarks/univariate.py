@@ -24,7 +24,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from market_regimes.benchmarks import anchors as A
-from market_regimes.benchmarks.anchor_features import downside_features, return_vol_breadth
+from market_regimes.benchmarks.anchor_features import JUMP_FEATURES, return_vol_breadth
 from market_regimes.benchmarks.scoring import agreement
 from market_regimes.benchmarks.simulations import (
     HARDY_MEANS,
@@ -81,7 +81,7 @@ def anchor_labels(name: str, params: dict, r: np.ndarray, n_train: int, seed: in
         est = A.KMeansAnchor(N_TRUE, random_state=seed).fit(X[train])
         return _spread(est.predict_online(X[ok]), ok), {}
     if name == "jump":
-        X = downside_features(r, tuple(params["halflives"]))
+        X = JUMP_FEATURES[params.get("features", "downside")](r, tuple(params["halflives"]))
         ok, train = _rows(X, n_train)
         prep = A.jumpmodels_preprocessor(X[train])
         penalty, table = A.package_penalty(prep(X[train]), N_TRUE, params["penalties"], int(params.get("n_init", 10)), seed)

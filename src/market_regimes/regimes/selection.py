@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from market_regimes.errors import ConfigError
+from market_regimes.errors import ConfigError, DataError
 from market_regimes.regimes.clusterers import GMMRegimes, as_matrix, check_lengths
 from market_regimes.regimes.labels import align_to_reference, apply_mapping
 from market_regimes.regimes.validation import FORECAST_HORIZON, choose_by_forecast
@@ -97,11 +97,12 @@ def select_n_regimes(
     table = pd.DataFrame(index=pd.Index(ks, name="k"))
 
     if criterion in ("bic", "combined"):
-        table["bic"] = [_bic(make_estimator, k, arr, lens, rng) for k in ks]
+        table["bic"] = [_unless_unfittable(_bic, np.inf, make_estimator, k, arr, lens, rng) for k in ks]
     if criterion in ("silhouette", "combined"):
-        table["silhouette"] = [_silhouette(make_estimator, k, arr, lens, rng) for k in ks]
+        table["silhouette"] = [_unless_unfittable(_silhouette, np.nan, make_estimator, k, arr, lens, rng) for k in ks]
     if criterion in ("stability", "combined"):
-        stab = np.array([_stability(make_estimator, k, arr, lens, n_repeats, rng) for k in ks])
+        stab = np.array([_unless_unfittable(_stability, (0.0, np.nan, 0.0, np.nan), make_estimator, k, arr, lens,
+                                            n_repeats, rng) for k in ks])
         for i, column in enumerate(("stability", "stability_se", "ari", "ari_se")):
             table[column] = stab[:, i]
 
@@ -132,8 +133,23 @@ def select_n_regimes(
     return SelectionResult(best_k=int(best), table=table, criterion=criterion)
 
 
+def _unless_unfittable(score, failed, make_estimator, k, *args):
+    """``score(make_estimator, k, *args)``, or ``failed`` (the worst value) with a warning when a
+    fit with k regimes is impossible on this sample (a DataError from the estimator, e.g. an HMM
+    whose every start collapses a state): that k is then never chosen, the others still are."""
+    try:
+        return score(make_estimator, k, *args)
+    except DataError as err:
+        warnings.warn(f"K={k} cannot be fitted on the selection sample ({err}); scored as the worst", stacklevel=3)
+        return failed
+
+
 def _bic_elbow(bic: pd.Series) -> int:
-    """Smallest k whose next improvement is < BIC_ELBOW_FRACTION of the total; at most argmin."""
+    """Smallest k whose next improvement is < BIC_ELBOW_FRACTION of the total; at most argmin.
+    Ks that could not be fitted (infinite BIC) are left out."""
+    bic = bic[np.isfinite(bic)]
+    if bic.empty:
+        raise DataError("no number of regimes in k_range could be fitted on the selection sample")
     k_best = int(bic.idxmin())
     total = bic.iloc[0] - bic.min()
     gains = bic.to_numpy()[:-1] - bic.to_numpy()[1:]  # gains[i]: bic(k_i) - bic(k_i+1)
