@@ -390,38 +390,28 @@ def _forward(loss: np.ndarray, plan: _Lockstep, penalty: float) -> np.ndarray:
     return out
 
 
-def _forward_window(loss: np.ndarray, lengths: np.ndarray, penalty: float, memory: int) -> np.ndarray:
-    """Forward costs with a finite memory: row t's costs come from the recursion of
-    :func:`_forward` started afresh at row ``max(sequence start, t - memory + 1)``.
+def restart_window(first, step, inputs: np.ndarray, lengths: np.ndarray, full: np.ndarray, memory: int) -> np.ndarray:
+    """A causal recursion with a finite memory: row t's value is the recursion started afresh at
+    row ``max(sequence start, t - memory + 1)``, for every row at once.
 
-    The label of a row then depends on the last ``memory`` rows only, so it can be reproduced
-    exactly from a bounded stretch of history (fast inference) while staying causal.
-
-    The recursion is deterministic given its last value, so once the one started at row s
-    reaches, at some row u, exactly (bit for bit) the value of the recursion started at the
-    sequence's first row (one cheap pass, :func:`_forward`), the two agree at every later row.
-    Each row's recursion therefore runs only until it meets that full one (usually a few dozen
-    rows; the same operations in the same order, so the result equals running all ``memory``
-    steps). The loop is over offsets from the start, each step vectorised over the rows still
-    running.
+    ``first(inputs[rows])`` gives the value at a start row, ``step(value, inputs[rows])`` the next
+    one (both row-wise); ``full`` is the recursion run from each sequence's first row. A row less
+    than ``memory`` rows into its sequence restarts at the sequence's start, so its value is
+    ``full``'s. The recursion is deterministic given its last value, so once a restarted one
+    equals (bit for bit) the full one at some row, the two agree at every later row: each row
+    runs only until it meets ``full`` (the same operations in the same order, so the result equals
+    running all ``memory`` steps). The loop is over offsets from the start, each step vectorised
+    over the rows still running.
     """
-    n = len(loss)
-    if n == 0:
-        return np.empty_like(loss)
-    full = _forward(loss, _Lockstep(np.asarray(lengths)), penalty)
     out = full.copy()
-    # A row less than ``memory`` rows into its sequence restarts at the sequence's start: its
-    # recursion is the full one. Every other row restarts ``memory - 1`` rows back.
     starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    act = np.flatnonzero(np.arange(n) - starts >= memory)  # rows whose recursion has not met the full one yet
+    act = np.flatnonzero(np.arange(len(inputs)) - starts >= memory)  # rows not yet met
     if len(act) == 0:
         return out
-    fresh = loss[act - (memory - 1)]
-    cur = fresh - fresh.min(axis=1, keepdims=True)  # their values at row t - o
+    cur = first(inputs[act - (memory - 1)])  # their values at row t - o
     for o in range(memory - 1, -1, -1):
         if o < memory - 1:
-            cur = np.minimum(cur, penalty) + loss[act - o]
-            cur -= cur.min(axis=1, keepdims=True)
+            cur = step(cur, inputs[act - o])
         met = (cur == full[act - o]).all(axis=1)
         if met.any():
             act, cur = act[~met], cur[~met]
@@ -429,6 +419,26 @@ def _forward_window(loss: np.ndarray, lengths: np.ndarray, penalty: float, memor
                 break
     out[act] = cur
     return out
+
+
+def _forward_window(loss: np.ndarray, lengths: np.ndarray, penalty: float, memory: int) -> np.ndarray:
+    """Forward costs with a finite memory: row t's costs come from the recursion of
+    :func:`_forward` started afresh at row ``max(sequence start, t - memory + 1)``
+    (:func:`restart_window`), so the label of a row depends on the last ``memory`` rows only and
+    can be reproduced exactly from a bounded stretch of history (fast inference)."""
+    if len(loss) == 0:
+        return np.empty_like(loss)
+
+    def first(x):
+        return x - x.min(axis=1, keepdims=True)
+
+    def step(cur, x):
+        cur = np.minimum(cur, penalty) + x
+        cur -= cur.min(axis=1, keepdims=True)
+        return cur
+
+    full = _forward(loss, _Lockstep(np.asarray(lengths)), penalty)
+    return restart_window(first, step, loss, np.asarray(lengths), full, memory)
 
 
 def _backtrack(V: np.ndarray, plan: _Lockstep, penalty: float) -> np.ndarray:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from market_regimes.errors import ConfigError, DataError
-from market_regimes.regimes.clusterers import RegimeClusterer, _check_perm, _Lockstep, _like_input
+from market_regimes.regimes.clusterers import RegimeClusterer, _check_perm, _like_input, _Lockstep, restart_window
 
 COVARIANCE_TYPES = ("full", "diag")
 
@@ -188,27 +188,11 @@ class HMMRegimes(RegimeClusterer):
         return out, lc
 
     def _filter_window(self, emit: np.ndarray, lengths: np.ndarray, full: np.ndarray, memory: int) -> np.ndarray:
-        """Posteriors with a finite memory: row t's filter restarted at max(start, t - memory + 1).
-
-        Rows less than ``memory`` rows into their sequence keep the full filter (the same
-        recursion); the others run ``memory`` steps, vectorised over rows, each row leaving the
-        loop once its value equals the full filter's bit for bit (from then on they agree)."""
-        out = full.copy()
-        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-        act = np.flatnonzero(np.arange(len(emit)) - starts >= memory)
-        if len(act) == 0:
-            return out
-        cur, _ = _filter_step(self.startprob_[None, :], emit[act - (memory - 1)])
-        for o in range(memory - 1, -1, -1):
-            if o < memory - 1:
-                cur, _ = _filter_step(_propagate(cur, self.transmat_), emit[act - o])
-            met = (cur == full[act - o]).all(axis=1)
-            if met.any():
-                act, cur = act[~met], cur[~met]
-                if len(act) == 0:
-                    break
-        out[act] = cur
-        return out
+        """Posteriors with a finite memory: row t's filter restarted from ``startprob_`` at
+        max(sequence start, t - memory + 1) (``clusterers.restart_window``)."""
+        return restart_window(lambda e: _filter_step(self.startprob_[None, :], e)[0],
+                              lambda cur, e: _filter_step(_propagate(cur, self.transmat_), e)[0],
+                              emit, lengths, full, memory)
 
     def _posteriors(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         emit, _ = _emissions(self._log_emission(X))
