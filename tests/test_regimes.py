@@ -489,3 +489,13 @@ def test_selection_scores_an_unfittable_k_as_the_worst_instead_of_failing():
             result = select_n_regimes(X, lengths, lambda n: FailsAbove3(n, n_init=1), k_range=(2, 5), criterion=criterion)
         assert result.best_k == 3, (criterion, result.table)
         assert any("K=4 cannot be fitted" in str(w.message) for w in caught)
+
+
+def test_hmm_filter_survives_a_row_no_reachable_state_explains():
+    est = HMMRegimes(2, n_init=1, random_state=0).fit(*spread_regimes(seed=3)[::2])
+    est.transmat_ = np.eye(2)  # from state 0 nothing else is reachable
+    est.startprob_ = np.array([1.0, 0.0])
+    X = np.vstack([np.zeros((5, 3)), np.full((1, 3), 40.0), np.zeros((5, 3))])  # 40 sd: state 0's density underflows
+    proba = est.predict_proba_online(X)
+    assert np.isfinite(proba).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)

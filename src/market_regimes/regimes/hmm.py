@@ -33,9 +33,15 @@ COVARIANCE_TYPES = ("full", "diag")
 
 
 def _filter_step(prior: np.ndarray, emit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One forward step for rows of (n, K): normalised posterior and log of its normaliser."""
+    """One forward step for rows of (n, K): normalised posterior and log of its normaliser. A row
+    whose every reachable state has a zero density (an outlier far from them all) restarts from
+    the emissions alone instead of dividing by zero."""
     post = prior * emit
     total = post.sum(axis=1, keepdims=True)
+    lost = total[:, 0] <= 0
+    if lost.any():
+        post[lost] = emit[lost]
+        total[lost] = emit[lost].sum(axis=1, keepdims=True)
     return post / total, np.log(total[:, 0])
 
 
