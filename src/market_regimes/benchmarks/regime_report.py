@@ -18,7 +18,7 @@ LEGEND = {
     "project_forecast": "the same encoder and latents, K and jump penalty chosen by held-out forecast validation (cluster.selection=forecast, cluster.params.jump_penalty=forecast)",
     "features": "the project's feature-only path (model=features: scaled features of the window's last bar, no autoencoder), default clusterer",
     "features_forecast": "feature-only path with K and jump penalty chosen by held-out forecast validation",
-    "market_hmm": "the project's HMM path (experiment=market_hmm): Gaussian HMM (cluster=hmm) on the cross-section of scaled bar log returns (market mode, no autoencoder), K by stability, causal forward filter",
+    "market_hmm": "the project's HMM path (experiment=market_hmm): Gaussian HMM (cluster=hmm) on the cross-section of scaled bar log returns (market mode, no autoencoder), K by BIC, causal forward filter",
     "hmm": "Gaussian HMM (hmmlearn, EM, best of 5 starts), labels from the forward filter; K given",
     "jump": "statistical jump model (jumpmodels), labels from its predict_online; penalty chosen by the project's forecast validation; K given",
     "kmeans": "k-means (scikit-learn) on hand-made return/volatility(/breadth) features; K given",

@@ -116,10 +116,10 @@ class HMMRegimes(RegimeClusterer):
         np.fill_diagonal(trans, self.stay if k > 1 else 1.0)
         rng = np.random.default_rng(self.random_state)
         best = None
-        # a start whose state collapses onto a few rows is dropped; if every start does, the
-        # covariance floor is raised tenfold (twice) before giving up
-        # one BLAS/OpenMP thread: the matrices are D x D, and on a busy machine idle threads spin
-        # (a 4,000 x 3 fit took 17-21 s with the default threads beside two other jobs, 0.8-1.3 s with one)
+        # A start whose state collapses onto a few rows is dropped; if every start does, the
+        # covariance floor is raised tenfold (twice) before giving up. One BLAS/OpenMP thread: the
+        # matrices are D x D, and on a busy machine idle threads spin (a 4,000 x 3 fit took 17-21 s
+        # with the default threads beside two other jobs, 0.8-1.3 s with one).
         with threadpool_limits(1):
             for floor in float(self.min_covar) * np.array([1.0, 10.0, 100.0]):
                 for _ in range(max(int(self.n_init), 1)):
