@@ -210,3 +210,20 @@ def test_quick_suites_run_and_hold_their_regression_bounds(tmp_path):
         assert section["compute_seconds"] == first["compute_seconds"], name
     md2 = (tmp_path / "run2" / "BENCHMARKS.md").read_text()
     assert "reused from an earlier run" in md2 and "results computed at commit(s): " in md2
+
+
+def test_real_data_market_hmm_variant_is_the_experiment_file():
+    """The real-data suite cannot pick a second experiment, so it spells experiment=market_hmm
+    out; the composed model, cluster and window must stay what the experiment file gives (the
+    suite adds only window.stride=1, every bar instead of the experiment's every second)."""
+    from omegaconf import OmegaConf
+
+    from market_regimes.benchmarks.project_path import project_config
+
+    suite = OmegaConf.load(REPO / "config" / "suite" / "real_oos.yaml")["real_oos"]["project"]
+    spelled = project_config([*suite["overrides"], *suite["variants"]["market_hmm"]], "/tmp/unused", "walk_forward")
+    direct = project_config(["experiment=market_hmm", "window.stride=1"], "/tmp/unused", "walk_forward")
+    for node in ("model", "cluster"):
+        assert OmegaConf.to_container(spelled[node]) == OmegaConf.to_container(direct[node]), node
+    for key in ("mode", "clip", "exclude_features", "stride", "length"):
+        assert spelled.window[key] == direct.window[key], key

@@ -6,6 +6,8 @@ order) and ``predict_online(X)``: the label of row t depends on rows <= t only.
 * :class:`FilteredHMM`: Gaussian HMM fitted by EM with ``hmmlearn`` (best of ``n_init`` starts);
   labels are the argmax of the *forward filter* P(s_t | x_1..x_t) computed from the fitted
   start, transition and emission parameters (not the smoothed posterior, which looks ahead).
+  Kept apart from the project's ``regimes.hmm.HMMRegimes`` on purpose: the anchor is the plain
+  textbook method (EM's own start probabilities, unbounded memory), an independent reference.
 * :class:`PackageJumpModel`: the statistical jump model of the ``jumpmodels`` package, labelled
   with its own ``predict_online``; inputs clipped at 3 standard deviations and standardised with
   the package's preprocessors fitted on the training rows (:func:`jumpmodels_preprocessor`), as

@@ -61,13 +61,14 @@ class ProjectFit:
 
     def reselect(self, cluster: dict) -> "ProjectFit":
         """The same encoder and latents, clustered again with ``cluster`` merged into ``cfg.cluster``
-        (e.g. another choice of K or of the jump penalty); a ``cluster`` naming another clusterer
-        replaces ``cfg.cluster`` whole instead."""
+        (e.g. another choice of K or of the jump penalty); a ``cluster`` naming another clusterer is
+        merged into that clusterer's ``config/cluster/<name>.yaml`` instead."""
         from market_regimes.training import fit_regimes, label_frame, order_key
 
         t0 = time.perf_counter()
-        same = cluster.get("name", self.cfg.cluster.name) == self.cfg.cluster.name
-        ccfg = OmegaConf.merge(self.cfg.cluster, OmegaConf.create(cluster)) if same else OmegaConf.create(cluster)
+        name = cluster.get("name", self.cfg.cluster.name)
+        base = self.cfg.cluster if name == self.cfg.cluster.name else OmegaConf.load(Path(config_dir()) / "cluster" / f"{name}.yaml")
+        ccfg = OmegaConf.merge(base, OmegaConf.create(cluster))
         lat, windows = self.fitted.latents, self.fitted.windows
         key = order_key(self.features, lat)
         in_train = windows.index[lat.end_idx] <= windows.train_end

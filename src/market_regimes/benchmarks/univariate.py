@@ -34,6 +34,7 @@ from market_regimes.benchmarks.simulations import (
     switching_path,
     two_state_returns,
 )
+from market_regimes.errors import ConfigError
 
 N_TRUE = 2  # bull and bear; the anchors are given it, the project chooses its own
 
@@ -81,7 +82,10 @@ def anchor_labels(name: str, params: dict, r: np.ndarray, n_train: int, seed: in
         est = A.KMeansAnchor(N_TRUE, random_state=seed).fit(X[train])
         return _spread(est.predict_online(X[ok]), ok), {}
     if name == "jump":
-        X = JUMP_FEATURES[params.get("features", "downside")](r, tuple(params["halflives"]))
+        kind = params.get("features", "downside")
+        if kind not in JUMP_FEATURES:
+            raise ConfigError(f"anchors.jump.features must be one of {', '.join(JUMP_FEATURES)}, got {kind!r}")
+        X = JUMP_FEATURES[kind](r, tuple(params["halflives"]))
         ok, train = _rows(X, n_train)
         prep = A.jumpmodels_preprocessor(X[train])
         penalty, table = A.package_penalty(prep(X[train]), N_TRUE, params["penalties"], int(params.get("n_init", 10)), seed)

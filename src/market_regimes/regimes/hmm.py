@@ -14,7 +14,8 @@ reproducible from a bounded stretch of history (exact, fast inference); a filter
 start geometrically, so M of a few hundred rows changes next to nothing.
 
 Interface as the other clusterers (``clusterers.py``): ``predict`` = ``predict_online``;
-``predict_proba_online`` = the filtered probabilities; ``score`` the mean log-likelihood per row;
+``predict_proba_online`` = the filtered probabilities, started from the stationary distribution of
+the fitted chain; ``score`` the mean log-likelihood per row;
 ``bic`` for model selection; ``centroids_`` the state means in input units.
 """
 
@@ -59,6 +60,16 @@ def _emissions(log_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, K) emission densities scaled by each row's largest and (N,) the log of that scale."""
     shift = log_e.max(axis=1)
     return np.exp(log_e - shift[:, None]), shift
+
+
+def _stationary(transmat: np.ndarray) -> np.ndarray:
+    """(K,) stationary distribution pi = pi P of a row-stochastic matrix (least squares with sum 1;
+    for a reducible chain one of its stationary distributions)."""
+    k = len(transmat)
+    A = np.vstack([transmat.T - np.eye(k), np.ones((1, k))])
+    pi = np.linalg.lstsq(A, np.r_[np.zeros(k), 1.0], rcond=None)[0]
+    pi = np.clip(pi, 0.0, None)
+    return pi / pi.sum()
 
 
 @contextmanager
@@ -131,8 +142,11 @@ class HMMRegimes(RegimeClusterer):
         if best is None:
             raise DataError(f"the HMM could not be fitted with {k} states on {len(X)} rows; try fewer regimes")
         model = best[1]
-        self.startprob_ = np.asarray(model.startprob_, dtype=np.float64)
         self.transmat_ = np.asarray(model.transmat_, dtype=np.float64)
+        # The filter starts (at a sequence's first row, and at every finite-memory restart) from
+        # the chain's stationary distribution, not from EM's start probabilities, which would be
+        # fitted to the few first rows of the training sequences (one row in market mode).
+        self.startprob_ = _stationary(self.transmat_)
         self.means_ = np.asarray(model.means_, dtype=np.float64)
         self.covars_ = np.asarray(model.covars_, dtype=np.float64)  # (K, D, D) for every covariance type
         self.temperature_ = 1.0  # energies are -log posteriors: softmax(-energy) is the posterior
@@ -144,9 +158,9 @@ class HMMRegimes(RegimeClusterer):
         """(log-likelihood, model) of one EM run, or None for a degenerate one."""
         k = len(trans)
         model = GaussianHMM(k, covariance_type=self.covariance_type, n_iter=int(self.n_iter), tol=float(self.tol) * len(Z),
-                            min_covar=min_covar, random_state=seed, init_params="mc", params="stmc",
+                            min_covar=min_covar, random_state=seed, init_params="mc", params="tmc",
                             implementation="scaling")
-        model.startprob_ = np.full(k, 1.0 / k)
+        model.startprob_ = np.full(k, 1.0 / k)  # fixed during EM (params has no "s"), see _fit
         model.transmat_ = trans.copy()
         try:
             with _quiet_hmmlearn():
@@ -227,7 +241,7 @@ class HMMRegimes(RegimeClusterer):
     def n_parameters(self) -> int:
         k, d = self.means_.shape
         cov = k * d * (d + 1) // 2 if self.covariance_type == "full" else k * d
-        return (k - 1) + k * (k - 1) + k * d + cov
+        return k * (k - 1) + k * d + cov  # transitions, means, covariances (the start is derived)
 
     def bic(self, X: Any, lengths: Any = None) -> float:
         """Bayesian information criterion on X (lower is better)."""

@@ -101,8 +101,8 @@ def select_n_regimes(
     if criterion in ("silhouette", "combined"):
         table["silhouette"] = [_unless_unfittable(_silhouette, np.nan, make_estimator, k, arr, lens, rng) for k in ks]
     if criterion in ("stability", "combined"):
-        stab = np.array([_unless_unfittable(_stability, (0.0, np.nan, 0.0, np.nan), make_estimator, k, arr, lens,
-                                            n_repeats, rng) for k in ks])
+        stab = np.array([_unless_unfittable(_stability, (np.nan,) * 4, make_estimator, k, arr, lens, n_repeats, rng)
+                         for k in ks])
         for i, column in enumerate(("stability", "stability_se", "ari", "ari_se")):
             table[column] = stab[:, i]
 
@@ -160,10 +160,12 @@ def _bic_elbow(bic: pd.Series) -> int:
 
 
 def _stable_choice(table: pd.DataFrame) -> int:
-    stable = table.index[table["stability"] >= STABLE_AGREEMENT]
+    stable = table.index[table["stability"] >= STABLE_AGREEMENT]  # NaN (an unfittable K) is never stable
     if len(stable):
         return int(stable.max())
-    ari = table["ari"]
+    ari = table["ari"].dropna()
+    if ari.empty:
+        raise DataError("no number of regimes in k_range could be fitted on the selection sample")
     k_top = ari.idxmax()
     if ari[k_top] < MIN_STRUCTURE_ARI:
         warnings.warn(
