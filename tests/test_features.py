@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from market_regimes.data.panel import to_panel
 from market_regimes.errors import ConfigError, DataError
 from market_regimes.features import FeatureConfig, build_features
-from market_regimes.features.ops import ewm_mean, mean_pairwise_correlation, run_length
+from market_regimes.features.ops import ewm_mean, mean_pairwise_correlation, roll, roll_pair, row_mean, row_std, run_length, shift
 
 SMALL = FeatureConfig(vol_horizons=(6, 24), downside_window=6, atr_window=5, rsi_window=5, bollinger_window=10,
                       macd=(4, 8, 3), volume_window=24, volume_roc_window=6, obv_window=6,
@@ -50,6 +50,28 @@ def test_mean_pairwise_correlation_equals_loop_of_correlation_matrices():
         n = cols.sum()
         expected = (c.sum() - n) / (n * (n - 1))
         assert got[t] == pytest.approx(expected, abs=1e-10), t
+
+
+def test_array_helpers_equal_their_pandas_definitions():
+    """The numpy building blocks give pandas' values: NaN skipped across assets, windows of
+    exactly ``w`` finite values, the reference column's moments with every column."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((60, 4))
+    x[rng.random(x.shape) < 0.2] = np.nan
+    x[7] = np.nan            # a row with no value
+    x[9, 1:] = np.nan        # a row with one value: no dispersion
+    frame = pd.DataFrame(x)
+    np.testing.assert_array_equal(row_mean(x), frame.mean(axis=1).to_numpy())
+    np.testing.assert_allclose(row_std(x), frame.std(axis=1).to_numpy(), rtol=1e-14, atol=0)
+    assert np.isnan(row_std(x)[[7, 9]]).all() and np.isnan(row_mean(x)[7]) and np.isfinite(row_mean(x)[9])
+    np.testing.assert_array_equal(shift(x, 3), frame.shift(3).to_numpy())
+    for stat, kw in (("mean", {}), ("sum", {}), ("std", {}), ("var", {"ddof": 0})):
+        np.testing.assert_array_equal(roll(x, 5, stat, **kw), getattr(frame.rolling(5, min_periods=5), stat)(**kw).to_numpy())
+    y = rng.standard_normal(60)
+    for stat in ("cov", "corr"):
+        expected = getattr(frame.rolling(8, min_periods=8), stat)(pd.Series(y)).to_numpy()
+        np.testing.assert_array_equal(roll_pair(x, y, 8, stat), expected)
+        assert np.isnan(expected[:7]).all() and np.isfinite(expected[20:, 0]).any()
 
 
 def test_feature_set_shapes_and_names(long_table):

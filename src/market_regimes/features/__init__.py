@@ -19,7 +19,7 @@ from market_regimes.errors import ConfigError, DataError, checked_options
 from market_regimes.features.asset import asset_feature_makers, log_returns
 from market_regimes.features.cross import cross_feature_makers
 from market_regimes.features.market import market_feature_makers
-from market_regimes.features.ops import rolling, run_length, safe_log
+from market_regimes.features.ops import roll, run_length, safe_log
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def build_features(panel: Panel, cfg: FeatureConfig | None = None, sentiment: pd
     symbols = panel.symbols
     T, A = len(panel.index), len(symbols)
     ret = log_returns(panel)
-    log_rv = safe_log(rolling(ret, min(cfg.vol_horizons)).std())
+    log_rv = safe_log(roll(ret, min(cfg.vol_horizons), "std"))
     makers = asset_feature_makers(panel, cfg, ret, log_rv)
     if cfg.cross_asset and A >= 2:
         reference = cfg.reference_symbol
@@ -132,7 +132,7 @@ def build_features(panel: Panel, cfg: FeatureConfig | None = None, sentiment: pd
                 f"features.reference_symbol={reference} is not among the symbols {symbols}; "
                 "set it to one of them or features.cross_asset=false"
             )
-        makers += cross_feature_makers(ret, log_rv, reference, cfg)
+        makers += cross_feature_makers(ret, log_rv, symbols.index(reference), cfg)
     if cfg.market:
         makers += market_feature_makers(panel, ret, log_rv, cfg, sentiment if cfg.fear_greed else None)
     del ret, log_rv  # the makers keep what they still need
@@ -151,10 +151,9 @@ def build_features(panel: Panel, cfg: FeatureConfig | None = None, sentiment: pd
         stop = min(start + block, n)
         for i in range(stop - start):
             _, make = makers.pop()  # dropping each maker frees the intermediates only it used
-            layer = make()
-            arr = layer.to_numpy(dtype=np.float64) if isinstance(layer, (pd.DataFrame, pd.Series)) else layer
-            buf[:, :, i] = arr if arr.ndim == 2 else arr[:, None]
-            del make, layer, arr
+            layer = make()  # (T, A), or (T,) for a market-wide feature
+            buf[:, :, i] = layer if layer.ndim == 2 else layer[:, None]
+            del make, layer
         part = buf[:, :, : stop - start]
         values[:, :, start:stop] = part.transpose(1, 0, 2)
         finite &= np.isfinite(part).all(axis=2).T

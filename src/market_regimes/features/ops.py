@@ -3,6 +3,9 @@
 NaN marks a missing value (a gap, or warm-up). Rolling statistics need a full window of finite
 values; exponential averages restart after every NaN, so no value ever mixes data from both
 sides of a gap.
+
+Features are computed on numpy arrays; trailing-window statistics (:func:`roll`,
+:func:`roll_pair`) use pandas' rolling kernels, which cost one pass whatever the window.
 """
 
 from __future__ import annotations
@@ -18,12 +21,68 @@ def rolling(frame: pd.DataFrame, window: int):
     return frame.rolling(window, min_periods=window)
 
 
-def window_sum(frame: pd.DataFrame, window: int) -> pd.DataFrame:
+def _frame(x: np.ndarray) -> pd.DataFrame | pd.Series:
+    return pd.Series(x, copy=False) if x.ndim == 1 else pd.DataFrame(x, copy=False)
+
+
+def roll(x: np.ndarray, window: int, stat: str, ddof: int = 1) -> np.ndarray:
+    """Trailing-window ``stat`` ("mean", "sum", "std", "var") of a (T,) or (T, A) array, per
+    column, over exactly ``window`` bars (NaN unless all of them are finite)."""
+    r = rolling(_frame(np.asarray(x, dtype=np.float64)), window)
+    out = getattr(r, stat)(ddof=ddof) if stat in ("std", "var") else getattr(r, stat)()
+    return out.to_numpy()
+
+
+def roll_pair(x: np.ndarray, y: np.ndarray, window: int, stat: str) -> np.ndarray:
+    """Trailing-window ``stat`` ("cov" or "corr", ddof 1) of every column of the (T, A) ``x``
+    with the (T,) ``y``."""
+    r = rolling(pd.DataFrame(np.asarray(x, dtype=np.float64), copy=False), window)
+    return getattr(r, stat)(pd.Series(np.asarray(y, dtype=np.float64), copy=False)).to_numpy()
+
+
+def shift(x: np.ndarray, periods: int) -> np.ndarray:
+    """Rows moved ``periods`` (> 0) later along the first axis, NaN in front."""
+    out = np.full_like(x, np.nan, dtype=np.float64)
+    if periods < len(x):
+        out[periods:] = x[: len(x) - periods]
+    return out
+
+
+def masked(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``x`` where ``keep``, NaN elsewhere."""
+    return np.where(keep, x, np.nan)
+
+
+def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` without warnings (inf or NaN where the denominator is 0 or NaN)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return num / den
+
+
+def row_mean(x: np.ndarray) -> np.ndarray:
+    """Mean over the columns of a (T, A) array, skipping NaN (NaN where a row has none)."""
+    present = ~np.isnan(x)
+    n = present.sum(axis=1)
+    return ratio(np.where(present, x, 0.0).sum(axis=1), masked(n, n > 0))
+
+
+def row_std(x: np.ndarray, min_count: int = 2) -> np.ndarray:
+    """Sample standard deviation (ddof 1) over the columns, skipping NaN; NaN where a row has
+    fewer than ``min_count`` values."""
+    present = ~np.isnan(x)
+    n = present.sum(axis=1)
+    mean = ratio(np.where(present, x, 0.0).sum(axis=1), masked(n, n > 0))
+    dev = np.where(present, x - mean[:, None], 0.0)
+    var = ratio((dev * dev).sum(axis=1), masked(n - 1.0, n >= max(min_count, 2)))
+    return np.sqrt(var)
+
+
+def window_sum(values, window: int) -> np.ndarray:
     """Trailing sum of exactly ``window`` bars (NaN unless all are finite), computed from the
     window's own values in a fixed order. Unlike a running sum it carries no rounding residue
     from earlier bars, so a window of exact zeros sums to exactly 0 and the result does not
     depend on where the history starts; use it where a feature compares a sum with a threshold."""
-    x = frame.to_numpy(dtype=np.float64)
+    x = np.asarray(values, dtype=np.float64)
     out = np.full_like(x, np.nan)
     if len(x) >= window:
         n = len(x) - window + 1
@@ -31,7 +90,7 @@ def window_sum(frame: pd.DataFrame, window: int) -> pd.DataFrame:
         for k in range(1, window):
             acc += x[k : k + n]
         out[window - 1 :] = acc
-    return pd.DataFrame(out, index=frame.index, columns=frame.columns)
+    return out
 
 
 def run_length(finite: np.ndarray) -> np.ndarray:
@@ -74,11 +133,12 @@ def safe_log(x, floor: float = 1e-12):
     return np.log(np.maximum(x, floor))
 
 
-def cross_sectional_share(condition: pd.DataFrame, defined: pd.DataFrame) -> pd.Series:
-    """Share of assets where ``condition`` holds among those where ``defined`` is True."""
+def cross_sectional_share(condition: np.ndarray, defined: np.ndarray) -> np.ndarray:
+    """Per row of (T, A) booleans: share of assets where ``condition`` holds among those where
+    ``defined`` is True (NaN where none is)."""
     n = defined.sum(axis=1)
     hits = (condition & defined).sum(axis=1)
-    return (hits / n.where(n > 0)).astype("float64")
+    return ratio(hits.astype(np.float64), masked(n, n > 0))
 
 
 def mean_pairwise_correlation(returns: np.ndarray, window: int, chunk: int = 4096) -> np.ndarray:
@@ -96,10 +156,8 @@ def mean_pairwise_correlation(returns: np.ndarray, window: int, chunk: int = 409
     out = np.full(T, np.nan)
     if T < window or A < 2:
         return out
-    frame = pd.DataFrame(r)
-    roll = rolling(frame, window)
-    mean = roll.mean().to_numpy()
-    var = roll.var(ddof=0).to_numpy()
+    mean = roll(r, window, "mean")
+    var = roll(r, window, "var", ddof=0)
     ok = np.isfinite(mean) & np.isfinite(var) & (var > 1e-30)
     u = np.where(ok, 1.0 / np.sqrt(np.where(ok, var, 1.0)), 0.0)  # (T, A)
     n_ok = ok.sum(axis=1)
