@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -194,15 +195,17 @@ def test_quick_suites_run_and_hold_their_regression_bounds(tmp_path):
         for row in report["suites"]["real_oos"]["summary"]["rows"]:
             assert 0.0 <= row["brier_regime"] <= 1.0 and row["entropy_rate_nats"] >= 0.0 and row["vol_r2_regime"] <= 1.0
 
-    # Resuming from this run recomputes nothing and reproduces every summary; the report says
-    # which results were reused and at which commit they were computed.
+    # Resuming from this run's archive of per-case results recomputes nothing and reproduces
+    # every summary; the report says which results were reused and at which commit they were
+    # computed. (A run directory is an equivalent source: test_resume_sources.)
+    archive = tmp_path / "run" / "cases.jsonl.gz"
     again = subprocess.run([sys.executable, "scripts/benchmark.py", "suite=regimes_quick",
-                            f"suite.suites=[{','.join(suites)}]", f"suite.resume={tmp_path}/run",
+                            f"suite.suites=[{','.join(suites)}]", f"suite.resume={archive}",
                             f"paths.artifacts_dir={tmp_path}", f"paths.run_dir={tmp_path}/run2"],
                            cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = json.loads((tmp_path / "run2" / "report.json").read_text())
-    assert "suite.resume=" in resumed["command"] and resumed["resumed_from"] == [str(tmp_path / "run")]
+    assert "suite.resume=" in resumed["command"] and resumed["resumed_from"] == [str(archive)]
     for name, section in resumed["suites"].items():
         first = report["suites"][name]
         assert section["n_computed"] == 0 and section["n_reused"] == first["n_computed"] > 0, name
@@ -210,6 +213,33 @@ def test_quick_suites_run_and_hold_their_regression_bounds(tmp_path):
         assert section["compute_seconds"] == first["compute_seconds"], name
     md2 = (tmp_path / "run2" / "BENCHMARKS.md").read_text()
     assert "reused from an earlier run" in md2 and "results computed at commit(s): " in md2
+
+
+def test_resume_sources(tmp_path):
+    """A resume source is a run directory (its work/) or an archive; both give the same results,
+    the first source that has a result wins, and anything else is a ConfigError."""
+    from market_regimes.benchmarks.regime_suites import resume_sources, reuse, write_archive
+    from market_regimes.errors import ConfigError
+
+    work = tmp_path / "run" / "work"
+    for rel, value in (("cases/two_state/T=250_seed0.json", 1), ("real_oos/hmm.json", 2)):
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text(json.dumps({"x": value}))
+    (work / "scratch").mkdir()
+    (work / "scratch" / "partial.json").write_text("{}")  # not a result: not archived
+    archive = write_archive(work, tmp_path / "cases.jsonl.gz")
+    other = tmp_path / "other" / "work" / "real_oos"
+    other.mkdir(parents=True)
+    (other / "hmm.json").write_text(json.dumps({"x": 3}))
+    for order in ([str(tmp_path / "run")], [str(archive)]):
+        sources = resume_sources(order + [str(tmp_path / "other")])
+        assert reuse(sources, Path("cases/two_state/T=250_seed0.json")) == {"x": 1}
+        assert reuse(sources, Path("real_oos/hmm.json")) == {"x": 2}
+        assert reuse(sources, Path("cases/two_state/T=250_seed1.json")) is None
+    assert reuse(resume_sources(str(tmp_path / "other")), Path("real_oos/hmm.json")) == {"x": 3}
+    assert len(resume_sources([str(archive)])[0]) == 2
+    with pytest.raises(ConfigError, match="neither a run directory"):
+        resume_sources([str(tmp_path / "missing")])
 
 
 def test_real_data_market_hmm_variant_is_the_experiment_file():

@@ -112,6 +112,12 @@ def test_merged_sections_say_which_run_they_come_from(tmp_path):
     # later runs win, sections this run measures itself are not copied
     assert report == {"prep": {"v": 1}, "scale": {"v": 2}}
     assert prov["prep"]["commit"] == "aaa" and prov["scale"]["commit"] == "bbb" and "training" not in prov
+    # a report JSON file (the committed docs/performance.json) is a source like its run directory
+    from_file = {}
+    via_file = merge_sections(from_file, [str(tmp_path / "second" / "report.json")])
+    assert from_file == {"scale": {"v": 2}} and via_file["scale"]["commit"] == "bbb"
+    assert {k: v for k, v in via_file["scale"].items() if k != "run"} == \
+        {k: v for k, v in merge_sections({}, [second])["scale"].items() if k != "run"}
     with pytest.raises(ConfigError, match="does not exist"):
         merge_sections({}, [str(tmp_path / "missing")])
 

@@ -74,6 +74,7 @@ def run_perf(cfg) -> Path:
     md = _write(run_dir, report)
     shutil.rmtree(work, ignore_errors=True)
     publish(md, suite.get("doc_path"))
+    publish(run_dir / "report.json", suite.get("json_path"))
     return md
 
 
@@ -81,15 +82,16 @@ SECTIONS = ("prep", "training", "scale", "inference", "walk_forward")
 
 
 def merge_sections(report: dict, runs, skip=()) -> dict:
-    """Copy into ``report`` the sections of earlier runs (``suite.merge_from``: run directories,
-    later ones winning) that this run does not measure itself; return where each came from.
+    """Copy into ``report`` the sections of earlier runs (``suite.merge_from``: run directories or
+    report JSON files such as the committed ``docs/performance.json``, later ones winning) that
+    this run does not measure itself; return where each came from.
 
     This re-measures one section (after a change that concerns it) without repeating the hour
     of the others; the report says which run, commit and machine load every section comes from.
     """
     provenance = {}
     for run in [runs] if isinstance(runs, str) else list(runs or []):
-        path = Path(run) / "report.json"
+        path = Path(run) if Path(run).is_file() else Path(run) / "report.json"
         if not path.exists():
             raise ConfigError(f"suite.merge_from: {path} does not exist")
         earlier = json.loads(path.read_text())

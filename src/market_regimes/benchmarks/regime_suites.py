@@ -13,12 +13,20 @@ Each suite config names the project's variants (``project.overrides`` shared by 
 ``{of, cluster}``, the same latents clustered with another clusterer setting) and the anchors
 with their parameters. Simulated cases run in ``suite.n_jobs`` worker processes; every finished
 case (and each method of the real-data suite) is written to ``work/`` at once, and
-``suite.resume=<an earlier run dir>`` (or a list of them) reuses what is found there. The report (``report.json``, ``BENCHMARKS.md``) goes to the run directory and,
-when set, to ``suite.doc_path`` / ``suite.json_path``.
+``suite.resume=<an earlier run dir>`` (or a list of them) reuses what is found there. The report
+(``report.json``, ``BENCHMARKS.md``) goes to the run directory and, when set, to
+``suite.doc_path`` / ``suite.json_path``.
+
+Every result of a run (computed or reused) is also archived in ``cases.jsonl.gz`` in the run
+directory (one JSON line per case: its path under ``work/`` and its result), copied to
+``suite.archive_path`` when set. A ``suite.resume`` entry may name such an archive instead of a
+run directory: the committed archive holds the per-case results behind the committed table, so a
+run of several hours can be split over machines and a table re-rendered without recomputing.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import shutil
@@ -112,12 +120,49 @@ def _run_one(case: dict) -> dict:
     return out
 
 
-def reuse(resume: list[Path], relative: Path) -> dict | None:
-    """The first earlier result at ``relative`` under one of the ``resume`` work directories."""
+ARCHIVE = "cases.jsonl.gz"
+
+
+def reuse(resume: list, relative: Path) -> dict | None:
+    """The first earlier result at ``relative`` under one of the ``resume`` sources: work
+    directories, or archives loaded by :func:`read_archive` (dicts)."""
     for root in resume:
-        if (root / relative).exists():
+        if isinstance(root, dict):
+            if relative.as_posix() in root:
+                return root[relative.as_posix()]
+        elif (root / relative).exists():
             return json.loads((root / relative).read_text())
     return None
+
+
+def read_archive(path: Path) -> dict[str, dict]:
+    """``{path under work/: result}`` of an archive written by :func:`write_archive`."""
+    with gzip.open(path, "rt") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return {row["path"]: row["result"] for row in rows}
+
+
+def write_archive(work: Path, dest: Path) -> Path:
+    """Every case result under ``work`` (``cases/``, ``real_oos/``) as gzipped JSON lines, sorted."""
+    files = sorted([*work.glob("cases/*/*.json"), *work.glob("real_oos/*.json")])
+    with gzip.open(dest, "wt") as fh:
+        for f in files:
+            fh.write(json.dumps({"path": f.relative_to(work).as_posix(), "result": json.loads(f.read_text())}) + "\n")
+    return dest
+
+
+def resume_sources(earlier) -> list:
+    """``suite.resume`` entries: run directories (their ``work/``) or archive files (loaded)."""
+    out = []
+    for p in [earlier] if isinstance(earlier, str) else list(earlier or []):
+        path = Path(p)
+        if path.is_file():
+            out.append(read_archive(path))
+        elif (path / "work").is_dir():
+            out.append(path / "work")
+        else:
+            raise ConfigError(f"suite.resume: {path} is neither a run directory (with work/) nor a {ARCHIVE} archive")
+    return out
 
 
 def run_cases(cases: list[dict], root: Path, n_jobs: int, resume: list[Path]) -> list[dict]:
@@ -184,9 +229,10 @@ def run_regimes(cfg) -> Path:
     work = run_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     earlier = suite.get("resume") or []
-    resume = [Path(p) / "work" for p in ([earlier] if isinstance(earlier, str) else earlier)]
+    earlier = [earlier] if isinstance(earlier, str) else list(earlier)
+    resume = resume_sources(earlier)
     report = {"command": command_line(suite.command), "machine": machine(), "versions": versions(), "suites": {},
-              "resumed_from": [str(p.parent) for p in resume]}
+              "resumed_from": [str(p) for p in earlier]}
     t0 = time.perf_counter()
     for name in names:
         scfg = _plain(suite[name])
@@ -196,6 +242,7 @@ def run_regimes(cfg) -> Path:
         section["config"] = scfg
         report["suites"][name] = section
         _write(run_dir, report)
+        write_archive(work, run_dir / ARCHIVE)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["machine"]["load_average_end"] = machine()["load_average"]
     md = _write(run_dir, report)
@@ -206,6 +253,7 @@ def run_regimes(cfg) -> Path:
                                              for n, sec in report["suites"].items()}}, indent=1, default=json_default))
     publish(md, suite.get("doc_path"))
     publish(tables, suite.get("json_path"))
+    publish(run_dir / ARCHIVE, suite.get("archive_path"))
     return md
 
 

@@ -327,12 +327,17 @@ def _long_table(index: pd.DatetimeIndex, symbols: Sequence[str], ohlcv: dict[str
     n_bars, order = len(index), np.argsort(symbols, kind="stable")
     codes = pa.array(np.repeat(np.arange(len(symbols), dtype=np.int32), n_bars))
     names = pa.array([symbols[i] for i in order], type=pa.string())
-    return pd.DataFrame({
-        "timestamp": index.take(np.tile(np.arange(n_bars), len(symbols))),
-        # built through Arrow: a Python list of T * A names is slow at hundreds of assets
-        "symbol": pd.Series(pa.DictionaryArray.from_arrays(codes, names).dictionary_decode().to_pandas(), dtype=str),
-        **{name: a[:, order].T.ravel() for name, a in ohlcv.items()},  # (A, T) -> symbol-major rows
-    })
+    # The float fields go straight into one (fields, rows) block, written (A, T) -> symbol-major
+    # rows in place: pandas keeps it as the frame's float block instead of stacking copies.
+    block = np.empty((len(ohlcv), len(symbols) * n_bars))
+    for row, a in zip(block, ohlcv.values()):
+        row.reshape(len(symbols), n_bars)[...] = a[:, order].T
+    frame = pd.DataFrame(block.T, columns=list(ohlcv), copy=False)
+    frame.insert(0, "timestamp", index.take(np.tile(np.arange(n_bars), len(symbols))))
+    # built through Arrow: a Python list of T * A names is slow at hundreds of assets
+    frame.insert(1, "symbol", pd.Series(pa.DictionaryArray.from_arrays(codes, names).dictionary_decode().to_pandas(),
+                                        dtype=str))
+    return frame
 
 
 def _student_t(rng: np.random.Generator, df: float, shape: tuple[int, int]) -> np.ndarray:
