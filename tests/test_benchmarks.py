@@ -242,6 +242,35 @@ def test_resume_sources(tmp_path):
         resume_sources([str(tmp_path / "missing")])
 
 
+def test_resumed_cases_must_hold_every_method_and_archives_keep_the_union(tmp_path, monkeypatch):
+    """A reused case lacking a method of the config is recomputed, one holding them all is not;
+    the archive written after resuming holds this run's results and the sources' other ones."""
+    from market_regimes.benchmarks import regime_suites as R
+
+    spec = {"suite": "two_state", "case": "T=250", "project": {"project": {}}, "reselect": {"fc": {}},
+            "anchors": {"hmm": {}}}
+    full = {"project": {"acc": 1}, "fc": {"acc": 1}, "hmm": {"acc": 1}}
+    old = tmp_path / "old"
+    for seed, methods in ((0, full), (1, {"hmm": {"acc": 0}}), (7, full)):  # seed 1 lacks two methods
+        path = old / "cases" / "two_state" / f"T=250_seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"suite": "two_state", "case": "T=250", "seed": seed, "methods": methods}))
+    ran = []
+
+    def fake_run(case):
+        ran.append(case["seed"])
+        return {"suite": case["suite"], "case": case["case"], "seed": case["seed"], "methods": full, "seconds": 1.0}
+
+    monkeypatch.setattr(R, "_run_one", fake_run)
+    work = tmp_path / "new" / "work"
+    out = R.run_cases([{**spec, "seed": 0}, {**spec, "seed": 1}], work / "cases", 1, [old])
+    assert ran == [1] and [bool(r.get("reused")) for r in out] == [True, False]
+    assert out[1]["methods"] == full
+    archive = R.read_archive(R.write_archive(work, tmp_path / "a.jsonl.gz", [old]))
+    assert sorted(archive) == [f"cases/two_state/T=250_seed{s}.json" for s in (0, 1, 7)]
+    assert archive["cases/two_state/T=250_seed1.json"]["methods"] == full  # this run's, not the source's
+
+
 def test_real_data_market_hmm_variant_is_the_experiment_file():
     """The real-data suite cannot pick a second experiment, so it spells experiment=market_hmm
     out; the composed model, cluster and window must stay what the experiment file gives (the

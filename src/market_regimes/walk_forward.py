@@ -184,6 +184,19 @@ class WalkForwardResult:
     fold_states: list[dict] = field(default_factory=list)  # per fold: scaler, clusterer and model state
 
 
+def config_folds(cfg, index: pd.DatetimeIndex) -> tuple[list[Fold], int]:
+    """The folds ``cfg.walk_forward`` gives on the feature grid ``index``, and the purge (checked)."""
+    wf = OmegaConf.to_container(cfg.walk_forward, resolve=True)
+    h, W = int(wf.get("horizon", 24)), int(cfg.window.length)
+    purge = int(wf["purge"]) if wf.get("purge") is not None else W + h
+    if purge < W + h:
+        raise ConfigError(f"walk_forward.purge={purge} must be at least window.length + horizon = {W + h} bars")
+    folds = make_folds(index, int(wf["n_folds"]), wf.get("mode", "expanding"), purge,
+                       wf.get("first_train_end"), wf.get("train_size"), wf.get("test_size"), wf.get("end"),
+                       float(wf.get("min_train_fraction", 0.4)))
+    return folds, purge
+
+
 def run_walk_forward(cfg) -> WalkForwardResult:
     """Run every fold and write ``report.json``, ``regimes.csv`` and the plots to the run dir.
 
@@ -213,13 +226,7 @@ def run_walk_forward(cfg) -> WalkForwardResult:
     close, interval = market.panel.close, market.panel.interval
     mode = cfg.window.mode
     h = int(wf.get("horizon", 24))
-    W = int(cfg.window.length)
-    purge = int(wf["purge"]) if wf.get("purge") is not None else W + h
-    if purge < W + h:
-        raise ConfigError(f"walk_forward.purge={purge} must be at least window.length + horizon = {W + h} bars")
-    folds = make_folds(features.index, int(wf["n_folds"]), wf.get("mode", "expanding"), purge,
-                       wf.get("first_train_end"), wf.get("train_size"), wf.get("test_size"), wf.get("end"),
-                       float(wf.get("min_train_fraction", 0.4)))
+    folds, purge = config_folds(cfg, features.index)
     thresholds = DriftThresholds.from_dict(cfg.get("drift"))
     vol_name = next(n for n in features.names if n.startswith("log_rv_"))
     current_log_vol = features.values[:, :, features.names.index(vol_name)].T.astype(np.float64)  # (T, A)

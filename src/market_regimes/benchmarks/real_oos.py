@@ -5,7 +5,7 @@ overrides (``experiment=real_btc_eth_bnb walk_forward.first_train_end=2022-12-31
 walk_forward.n_folds=4``, plus ``model=features`` for the feature-only path). The anchors (Gaussian
 HMM with forward-filter labels, the ``jumpmodels`` jump model with ``predict_online``) work on the
 hand-made market return, volatility and breadth over 24 bars, on the same data, features and folds
-(the ``fold_bounds`` of the project's first report), and are scored with the same functions of
+(the folds of the first variant's walk-forward config, which every variant's report must match), and are scored with the same functions of
 ``market_regimes.evaluation``; regime ids are carried from fold to fold as the walk-forward
 carries them (``walk_forward.carry_ids`` on the bars between the two training ends).
 
@@ -19,6 +19,7 @@ P(up over ``horizon`` bars | regime) against the training base rate.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -123,38 +124,65 @@ def anchor_walk_forward(name: str, params: dict, cfg, folds: list[dict], k: int)
     return out
 
 
-def run_real_oos(scfg: dict, configs: dict, work: Path, earlier=lambda method: None) -> dict:
+def run_real_oos(scfg: dict, configs: dict, work: Path, earlier=lambda method: None, n_jobs: int = 1) -> dict:
     """Every project variant and anchor on the real data; ``configs``: variant -> composed config.
     Each method's row is written to ``work/<method>.json``; ``earlier(method)`` returns a row
-    from an earlier run to reuse (or None)."""
+    from an earlier run to reuse (or None). The methods left to compute run in ``n_jobs`` worker
+    processes (each with its share of the cores' threads) on the folds of the first variant's
+    walk-forward config."""
+    from dataclasses import asdict
+
+    from joblib import Parallel, delayed
+
     from market_regimes.benchmarks.measure import source_commit
+    from market_regimes.pipeline import load_features
+    from market_regimes.walk_forward import config_folds
 
     work.mkdir(parents=True, exist_ok=True)
-    rows, folds, first = {}, None, None
     commit = source_commit()
-
-    def keep(name: str, row: dict) -> None:
+    first = next(iter(configs.values()))
+    folds = [asdict(f) for f in config_folds(first, load_features(first)[1].index)[0]]
+    k = int(scfg.get("anchor_regimes", 3))
+    methods = [("project", name, cfg) for name, cfg in configs.items()]
+    methods += [("anchor", name, params or {}) for name, params in (scfg.get("anchors") or {}).items()]
+    rows = {}
+    for _, name, _ in methods:
+        row = earlier(name)
+        if row is not None:
+            rows[name] = {**row, "reused": True}
+    todo = [m for m in methods if m[1] not in rows]
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(n_jobs, len(todo)))) if n_jobs > 1 else None
+    jobs = (delayed(_method_row)(kind, name, payload, first, folds, k, commit, threads) for kind, name, payload in todo)
+    for name, row in Parallel(n_jobs=min(n_jobs, max(1, len(todo))), return_as="generator_unordered")(jobs):
         rows[name] = row
         (work / f"{name}.json").write_text(json.dumps(row, default=str))
+    for name, row in rows.items():
+        if row.get("reused"):
+            (work / f"{name}.json").write_text(json.dumps(row, default=str))
+        if row["fold_bounds"] != folds:
+            raise RuntimeError(f"real_oos: {name} ran on other folds than the suite's")
+    return {"folds": folds, "methods": {name: rows[name] for _, name, _ in methods}}
 
-    for name, cfg in configs.items():
-        first = first or cfg
-        row = earlier(name)
-        row = row if row is None else {**row, "reused": True}
-        if row is None:
-            report = run_project_walk_forward(cfg)
+
+def _method_row(kind: str, name: str, payload, first, folds: list[dict], k: int, commit: str,
+                threads: int | None) -> tuple[str, dict]:
+    """One method's row: a project variant's walk-forward (``payload``: its config) or an anchor
+    (``payload``: its parameters, on ``first``'s data); ``threads`` caps torch and BLAS threads."""
+    from contextlib import nullcontext
+
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    with threadpool_limits(threads) if threads is not None else nullcontext():
+        if kind == "project":
+            report = run_project_walk_forward(payload)
             row = {**summary(report["overall"]), "n_regimes_per_fold": [f["n_regimes"] for f in report["folds"]],
-                   "seconds": report["overall"]["seconds"], "fold_bounds": report["fold_bounds"],
-                   "commit": commit}
-        folds = folds or row["fold_bounds"]
-        keep(name, row)
-    for name, params in (scfg.get("anchors") or {}).items():
-        row = earlier(name)
-        row = row if row is None else {**row, "reused": True}
-        if row is None:
-            res = anchor_walk_forward(name, params or {}, first, folds, int(scfg.get("anchor_regimes", 3)))
+                   "seconds": report["overall"]["seconds"], "fold_bounds": report["fold_bounds"]}
+        else:
+            res = anchor_walk_forward(name, payload, first, folds, k)
             row = {**summary(res["overall"]), "n_regimes_per_fold": [res["n_regimes"]] * len(folds),
-                   "seconds": res["seconds"], "fold_bounds": folds, "commit": commit,
-                   **{k: v for k, v in res.items() if k == "jump_penalties"}}
-        keep(name, row)
-    return {"folds": folds, "methods": rows}
+                   "seconds": res["seconds"], "fold_bounds": folds,
+                   **{key: v for key, v in res.items() if key == "jump_penalties"}}
+    return name, {**row, "commit": commit}

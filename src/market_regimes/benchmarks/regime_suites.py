@@ -11,17 +11,20 @@ Each suite config names the project's variants (``project.overrides`` shared by 
 ``project.variants``: name -> extra overrides, composed onto ``config/train.yaml`` or
 ``config/walk_forward.yaml`` exactly as the command line would; ``project.reselect``: name ->
 ``{of, cluster}``, the same latents clustered with another clusterer setting) and the anchors
-with their parameters. Simulated cases run in ``suite.n_jobs`` worker processes; every finished
-case (and each method of the real-data suite) is written to ``work/`` at once, and
+with their parameters. Simulated cases (and the real-data suite's methods) run in ``suite.n_jobs``
+worker processes; every finished case (and each method of the real-data suite) is written to
+``work/`` at once, and
 ``suite.resume=<an earlier run dir>`` (or a list of them) reuses what is found there. The report
 (``report.json``, ``BENCHMARKS.md``) goes to the run directory and, when set, to
 ``suite.doc_path`` / ``suite.json_path``.
 
 Every result of a run (computed or reused) is also archived in ``cases.jsonl.gz`` in the run
-directory (one JSON line per case: its path under ``work/`` and its result), copied to
-``suite.archive_path`` when set. A ``suite.resume`` entry may name such an archive instead of a
-run directory: the committed archive holds the per-case results behind the committed table, so a
-run of several hours can be split over machines and a table re-rendered without recomputing.
+directory (one JSON line per case: its path under ``work/`` and its result, plus the results of
+the resume sources that the run did not redo), copied to ``suite.archive_path`` when set. A
+``suite.resume`` entry may name such an archive instead of a run directory: the committed
+archive holds the per-case results behind the committed table, so a run of several hours can be
+split over machines and a table re-rendered without recomputing. A reused case must hold every
+method the suite config names; one that lacks some (from a run with fewer variants) is recomputed.
 """
 
 from __future__ import annotations
@@ -142,12 +145,23 @@ def read_archive(path: Path) -> dict[str, dict]:
     return {row["path"]: row["result"] for row in rows}
 
 
-def write_archive(work: Path, dest: Path) -> Path:
-    """Every case result under ``work`` (``cases/``, ``real_oos/``) as gzipped JSON lines, sorted."""
-    files = sorted([*work.glob("cases/*/*.json"), *work.glob("real_oos/*.json")])
+def _results(work: Path) -> dict[str, dict]:
+    files = [*work.glob("cases/*/*.json"), *work.glob("real_oos/*.json")]
+    return {f.relative_to(work).as_posix(): json.loads(f.read_text()) for f in files}
+
+
+def write_archive(work: Path, dest: Path, earlier: list = ()) -> Path:
+    """Every case result under ``work`` (``cases/``, ``real_oos/``) as gzipped JSON lines, sorted
+    by path, together with those of the ``earlier`` resume sources that this run did not redo
+    (the first source holding a path wins, as in :func:`reuse`): an archive resumed from and
+    written to stays the union of every run's results."""
+    rows: dict[str, dict] = {}
+    for source in reversed(list(earlier)):
+        rows.update(source if isinstance(source, dict) else _results(source))
+    rows.update(_results(work))
     with gzip.open(dest, "wt") as fh:
-        for f in files:
-            fh.write(json.dumps({"path": f.relative_to(work).as_posix(), "result": json.loads(f.read_text())}) + "\n")
+        for path in sorted(rows):
+            fh.write(json.dumps({"path": path, "result": rows[path]}, default=json_default) + "\n")
     return dest
 
 
@@ -173,6 +187,10 @@ def run_cases(cases: list[dict], root: Path, n_jobs: int, resume: list[Path]) ->
     commit = source_commit()  # once: every case of this run comes from the same code
     for i, case in enumerate(cases):
         old = reuse(resume, _case_file(Path("cases"), case))
+        if old is not None and not _methods(case) <= set(old["methods"]):
+            log.info("%s %s seed %s: the earlier result lacks %s; recomputed", case["suite"], case["case"],
+                     case["seed"], sorted(_methods(case) - set(old["methods"])))
+            old = None
         if old is not None:
             done.append({**old, "reused": True})
             _write_case(root, case, done[-1])
@@ -189,6 +207,11 @@ def run_cases(cases: list[dict], root: Path, n_jobs: int, resume: list[Path]) ->
     return sorted(done, key=lambda r: (r["case"], r["seed"]))
 
 
+def _methods(case: dict) -> set[str]:
+    """The methods a case's result must hold: every project variant, reselection and anchor."""
+    return set(case["project"]) | set(case["reselect"]) | set(case["anchors"])
+
+
 def _write_case(root: Path, case: dict, result: dict) -> None:
     path = _case_file(root, case)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +224,8 @@ def run_suite_section(name: str, scfg: dict, work: Path, n_jobs: int, resume: li
         from market_regimes.benchmarks.real_oos import run_real_oos
 
         configs = {n: OmegaConf.create(c) for n, c in project_configs(scfg, work / "project", "walk_forward").items()}
-        out = run_real_oos(scfg, configs, work / "real_oos", lambda method: reuse(resume, Path("real_oos") / f"{method}.json"))
+        out = run_real_oos(scfg, configs, work / "real_oos", lambda method: reuse(resume, Path("real_oos") / f"{method}.json"),
+                           n_jobs)
     else:
         out = {"cases": run_cases(_cases(name, scfg, work), work / "cases", n_jobs, resume)}
     out["seconds"] = round(time.perf_counter() - t0, 1)
@@ -242,7 +266,7 @@ def run_regimes(cfg) -> Path:
         section["config"] = scfg
         report["suites"][name] = section
         _write(run_dir, report)
-        write_archive(work, run_dir / ARCHIVE)
+        write_archive(work, run_dir / ARCHIVE, resume)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["machine"]["load_average_end"] = machine()["load_average"]
     md = _write(run_dir, report)
