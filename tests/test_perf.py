@@ -90,6 +90,9 @@ def test_quick_suite_end_to_end(tmp_path):
                     "## 4. Inference latency", "## 5. Walk-forward validation", "## Reproduce"):
         assert heading in md
     assert "taken by the hypervisor for other guests (steal) during the run" in md
+    # the scale table says how many runs its medians are of (perf_quick: one of each)
+    assert report["scale"]["runs"] == {"short": 1, "long": 1}
+    assert "Runs per stage and size (medians): 1 for data, features, windows and train, 1 for encode" in md
     assert "no GPU on this machine" in md or "cuda" in json.dumps(report["training"])
 
 

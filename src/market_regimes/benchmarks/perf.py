@@ -190,16 +190,17 @@ def scale_section(cfg, work: Path) -> dict:
     cluster = {**_plain(cfg.cluster), **_plain(sc.get("cluster"))}
     cluster["params"] = {**_plain(cfg.cluster.get("params")), **_plain((sc.get("cluster") or {}).get("params"))}
     reps = int(sc.get("repeats", 1))
+    short = int(sc.get("short_repeats", reps))  # data, features, windows, train: short, noisy stages
     sizes = []
     for n_assets, n_bars in sc.sizes:
         w = str(work / f"{n_assets}x{n_bars}")
         stages = {
-            "data": _stage("scale:data_stage", {"work_dir": w, "n_assets": int(n_assets), "n_bars": int(n_bars)}, suite, reps),
-            "features": _stage("scale:features_stage", {"work_dir": w, "features": features}, suite, reps),
-            "windows": _stage("scale:windows_stage", {"work_dir": w, "window": window}, suite, reps),
+            "data": _stage("scale:data_stage", {"work_dir": w, "n_assets": int(n_assets), "n_bars": int(n_bars)}, suite, short),
+            "features": _stage("scale:features_stage", {"work_dir": w, "features": features}, suite, short),
+            "windows": _stage("scale:windows_stage", {"work_dir": w, "window": window}, suite, short),
             "train": _stage("scale:train_stage", {"work_dir": w, "model": _plain(cfg.model), "trainer": _plain(cfg.trainer),
                                                   "batch_size": int(sc.batch_size),
-                                                  "windows_per_epoch": int(sc.windows_per_epoch)}, suite, reps),
+                                                  "windows_per_epoch": int(sc.windows_per_epoch)}, suite, short),
             "encode": _stage("scale:encode_stage", {"work_dir": w}, suite, reps),
             "cluster": _stage("scale:cluster_stage", {"work_dir": w, "cluster": cluster,
                                                       "fit_rows": int(sc.fit_rows)}, suite, reps),
@@ -232,7 +233,7 @@ def scale_section(cfg, work: Path) -> dict:
             growth[label][f"{stage}: {part}"] = (main["stages"][stage][part]
                                                  / max(other["stages"][stage][part], 1e-9))
     return {"sizes": sizes, "growth": growth, "fit_rows": int(sc.fit_rows), "cluster": cluster,
-            "windows_per_epoch": int(sc.windows_per_epoch), "heap": heap}
+            "windows_per_epoch": int(sc.windows_per_epoch), "heap": heap, "runs": {"short": short, "long": reps}}
 
 
 def inference_section(cfg, work: Path) -> dict:

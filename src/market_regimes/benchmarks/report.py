@@ -224,6 +224,10 @@ def _scale(s: dict) -> list[str]:
              f"validation windows. Clustering: `{s['cluster'].get('name')}` with K chosen as configured, fitted on the "
              f"training sequences of a random subset of assets holding about {s['fit_rows']:,} windows (a subsample: "
              f"fitting on all of them is not what this measures), then every window labelled with `predict_online`.", ""]
+    runs = s.get("runs")
+    if runs:  # reports before the runs were recorded say nothing here
+        lines += [f"Runs per stage and size (medians): {runs['short']} for data, features, windows and train, "
+                  f"{runs['long']} for encode and cluster.", ""]
     names = list(s["sizes"][0]["stages"])
     header = ["assets x bars (asset-bars)"] + names + ["total", "peak RSS"]
     rows = []
