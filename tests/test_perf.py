@@ -117,6 +117,12 @@ def test_merged_sections_say_which_run_they_come_from(tmp_path):
     assert prov["prep"]["commit"] == "aaa" and prov["scale"]["commit"] == "bbb" and "training" not in prov
     # a report JSON file (the committed docs/performance.json) is a source like its run directory
     from_file = {}
+    # a section that report itself merged from an earlier run keeps that run's date and commit
+    merged = tmp_path / "merged.json"
+    merged.write_text(json.dumps({"machine": {"date": "date-second", "commit": "bbb", "load_average": [0, 0, 0]},
+                                  "prep": {"v": 1}, "provenance": {"prep": {**prov["prep"], "steal_share": 0.0}}}))
+    again = merge_sections({}, [str(merged)])
+    assert again["prep"]["commit"] == "aaa" and again["prep"]["date"] == "date-first"
     via_file = merge_sections(from_file, [str(tmp_path / "second" / "report.json")])
     assert from_file == {"scale": {"v": 2}} and via_file["scale"]["commit"] == "bbb"
     assert {k: v for k, v in via_file["scale"].items() if k != "run"} == \

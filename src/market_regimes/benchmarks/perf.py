@@ -99,10 +99,15 @@ def merge_sections(report: dict, runs, skip=()) -> dict:
             if name in earlier and name not in skip:
                 report[name] = earlier[name]
                 m = earlier["machine"]
+                origin = (earlier.get("provenance") or {}).get(name) or {}
+                if origin.get("date") and origin.get("date") != m["date"]:
+                    # merged into that report from a run before it: keep the section's own origin
+                    provenance[name] = {**origin, "run": f"{run} (from {origin.get('run')})"}
+                    continue
                 provenance[name] = {"run": str(run), "date": m["date"], "commit": m["commit"],
                                     "load_average": m["load_average"],
                                     "env": (earlier.get("suite") or {}).get("env") or {},
-                                    "steal_share": ((earlier.get("provenance") or {}).get(name) or {}).get("steal_share")}
+                                    "steal_share": origin.get("steal_share")}
     return provenance
 
 

@@ -19,6 +19,7 @@ P(up over ``horizon`` bars | regime) against the training base rate.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from market_regimes.benchmarks import anchors as A
 from market_regimes.benchmarks.anchor_features import return_vol_breadth
+
+log = logging.getLogger(__name__)
 
 
 def summary(overall: dict) -> dict:
@@ -141,7 +144,6 @@ def run_real_oos(scfg: dict, configs: dict, work: Path, earlier=lambda method: N
     work.mkdir(parents=True, exist_ok=True)
     commit = source_commit()
     first = next(iter(configs.values()))
-    folds = [asdict(f) for f in config_folds(first, load_features(first)[1].index)[0]]
     k = int(scfg.get("anchor_regimes", 3))
     methods = [("project", name, cfg) for name, cfg in configs.items()]
     methods += [("anchor", name, params or {}) for name, params in (scfg.get("anchors") or {}).items()]
@@ -151,7 +153,17 @@ def run_real_oos(scfg: dict, configs: dict, work: Path, earlier=lambda method: N
         if row is not None:
             rows[name] = {**row, "reused": True}
     todo = [m for m in methods if m[1] not in rows]
-    threads = max(1, (os.cpu_count() or 1) // max(1, min(n_jobs, len(todo)))) if n_jobs > 1 else None
+    if todo:  # the data are needed only to compute; a table re-rendered from reused rows takes their folds
+        folds = [asdict(f) for f in config_folds(first, load_features(first)[1].index)[0]]
+        stale = [name for name, row in rows.items() if row["fold_bounds"] != folds]
+        for name in stale:  # reused rows from other data or folds are recomputed, not mixed in
+            log.info("real_oos: the earlier %s ran on other folds; recomputed", name)
+            del rows[name]
+        todo = [m for m in methods if m[1] not in rows]
+    else:
+        folds = rows[methods[0][1]]["fold_bounds"]
+    # worker processes share the cores; a single job (or n_jobs=1) runs here with the default threads
+    threads = max(1, (os.cpu_count() or 1) // min(n_jobs, len(todo))) if n_jobs > 1 and len(todo) > 1 else None
     jobs = (delayed(_method_row)(kind, name, payload, first, folds, k, commit, threads) for kind, name, payload in todo)
     for name, row in Parallel(n_jobs=min(n_jobs, max(1, len(todo))), return_as="generator_unordered")(jobs):
         rows[name] = row
