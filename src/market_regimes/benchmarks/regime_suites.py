@@ -13,8 +13,8 @@ Each suite config names the project's variants (``project.overrides`` shared by 
 ``{of, cluster}``, the same latents clustered with another clusterer setting) and the anchors
 with their parameters. Simulated cases (and the real-data suite's methods) run in ``suite.n_jobs``
 worker processes; every finished case (and each method of the real-data suite) is written to
-``work/`` at once, and
-``suite.resume=<an earlier run dir>`` (or a list of them) reuses what is found there. The report
+``work/`` at once, and ``suite.resume=<an earlier run dir>`` (or a list of them) reuses what is
+found there. The report
 (``report.json``, ``BENCHMARKS.md``) goes to the run directory and, when set, to
 ``suite.doc_path`` / ``suite.json_path``.
 
