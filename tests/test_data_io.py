@@ -265,6 +265,87 @@ def test_single_bar_symbol_and_gaps_pass_the_interval_check():
     assert out["symbol"].value_counts().to_dict() == {"BTCUSDT": 7, "ETHUSDT": 1}
 
 
+# ---------------------------------------------------------------- to_panel
+
+
+def pivot_panel(long: pd.DataFrame, interval: str, symbols=None, start=None, end=None) -> dict:
+    """The pandas definition of ``to_panel``: pivot on (timestamp, symbol), reindex onto the
+    regular grid of the kept bars and the requested columns."""
+    from market_regimes.data.panel import FIELDS, inclusive_end, interval_to_timedelta, to_utc
+
+    long = long.assign(timestamp=long["timestamp"].dt.tz_convert("UTC"), symbol=long["symbol"].astype(str))
+    cols = list(symbols) if symbols else sorted(long["symbol"].unique())
+    keep = long["symbol"].isin(cols)
+    if start is not None:
+        keep &= long["timestamp"] >= to_utc(start)
+    if end is not None:
+        keep &= long["timestamp"] <= inclusive_end(end)
+    long = long[keep]
+    grid = pd.date_range(long["timestamp"].min(), long["timestamp"].max(), freq=interval_to_timedelta(interval), tz="UTC")
+    grid.name = "timestamp"
+    wide = long.pivot(index="timestamp", columns="symbol", values=list(FIELDS))
+    out = {}
+    for f in FIELDS:
+        frame = wide[f].reindex(index=grid, columns=cols).astype("float64")
+        frame.columns = pd.Index(cols, name="symbol")
+        out[f] = frame
+    return out
+
+
+def panel_cases():
+    rng = np.random.default_rng(0)
+    btc = bars(n=50).drop(index=[3, 4, 17])
+    eth = bars("ETHUSDT", n=30, start="2024-01-01 12:00")  # listed later
+    bnb = bars("BNBUSDT", n=45).drop(index=range(20, 30))
+    bnb.loc[bnb.index[2], "close"] = np.nan  # a present bar with a missing value
+    long = pd.concat([btc, eth, bnb], ignore_index=True)
+    shuffled = long.iloc[rng.permutation(len(long))].reset_index(drop=True)
+    berlin = long.assign(timestamp=long["timestamp"].dt.tz_convert("Europe/Berlin"))
+    ints = long.assign(volume=np.arange(len(long)), symbol=long["symbol"].astype("category"))
+    return [
+        (long, {}),
+        (shuffled, {}),
+        (berlin, {}),
+        (ints, {}),
+        (long, {"symbols": ["ETHUSDT", "BTCUSDT"]}),
+        (shuffled, {"symbols": ["BNBUSDT"], "start": "2024-01-01 05:00", "end": "2024-01-02 00:00"}),
+        (long, {"start": "2024-01-01 13:00"}),
+        (long, {"end": "2024-01-01"}),
+        (bars(n=3, freq="1D"), {"interval": "1d"}),
+    ]
+
+
+@pytest.mark.parametrize("case", range(9))
+def test_to_panel_equals_the_pandas_pivot(case):
+    long, opts = panel_cases()[case]
+    opts = dict(opts)
+    interval = opts.pop("interval", "1h")
+    panel = to_panel(long, interval, **opts)
+    ref = pivot_panel(long, interval, **opts)
+    for f, frame in ref.items():
+        pd.testing.assert_frame_equal(panel.field(f), frame, check_exact=True)
+        pd.testing.assert_index_equal(panel.field(f).index, frame.index, exact=True)
+    assert panel.interval == interval
+
+
+def test_to_panel_rejects_what_it_cannot_place():
+    long = pd.concat([bars(n=10), bars("ETHUSDT", n=10)], ignore_index=True)
+    with pytest.raises(DataError, match="duplicated"):
+        to_panel(pd.concat([long, long.iloc[[4]]], ignore_index=True))
+    to_panel(pd.concat([long, long.iloc[[4]]], ignore_index=True), symbols=["ETHUSDT"])  # duplicate not selected
+    with pytest.raises(DataError, match=r"unknown symbol\(s\) \['XRPUSDT'\]; the data has \['BTCUSDT', 'ETHUSDT'\]"):
+        to_panel(long, symbols=["XRPUSDT"])
+    shifted = pd.concat([long, bars("BNBUSDT", n=2, start="2024-01-01 00:30")], ignore_index=True)
+    with pytest.raises(DataError, match="bar BNBUSDT 2024-01-01 00:30:00.00:00 is not on the 1h grid"):
+        to_panel(shifted)
+    with pytest.raises(DataError, match="no bars between"):
+        to_panel(long, start="2025-01-01")
+    with pytest.raises(DataError, match="timezone-naive"):
+        to_panel(long.assign(timestamp=long["timestamp"].dt.tz_localize(None)))
+    with pytest.raises(DataError, match="lacks column"):
+        to_panel(long.drop(columns="volume"))
+
+
 # ---------------------------------------------------------------- files: Binance kline layout
 
 

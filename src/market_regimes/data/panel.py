@@ -11,6 +11,7 @@ from market_regimes.errors import ConfigError, DataError
 
 CANONICAL_COLUMNS: tuple[str, ...] = ("timestamp", "symbol", "open", "high", "low", "close", "volume")
 FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+TRANSPOSE_ROWS = 512  # bars per block of to_panel's (A, T) -> (T, A) copy
 
 # Binance kline intervals that map onto a fixed-length pandas Timedelta.
 _INTERVALS = {
@@ -107,43 +108,67 @@ def to_panel(
     ts = long["timestamp"]
     if getattr(ts.dt, "tz", None) is None:
         raise DataError("OHLCV timestamps are timezone-naive; expected UTC bar-open times")
-    known = sorted(pd.unique(long["symbol"].astype(str)))
+    # Integer codes instead of pandas' pivot: each row's bar number and column, then one scatter
+    # per field into a (T, A) array. Linear in the rows (a pivot of 22 M rows grew ~2.4x when they
+    # doubled) and no string conversion of every row's symbol.
+    codes, uniques = pd.factorize(long["symbol"], use_na_sentinel=False)
+    names = np.array([str(u) for u in uniques], dtype=object)
+    known = sorted(set(names))
     if symbols:
         unknown = [s for s in symbols if s not in known]
         if unknown:
             raise DataError(f"unknown symbol(s) {unknown}; the data has {known}")
-        long = long[long["symbol"].astype(str).isin(symbols)]
         cols = list(symbols)
     else:
         cols = known
-    ts = long["timestamp"].dt.tz_convert("UTC")
-    off_grid = (ts - ts.dt.floor(step)) != pd.Timedelta(0)
+    position = {name: i for i, name in enumerate(cols)}
+    column = np.array([position.get(name, -1) for name in names], dtype=np.int64)[codes]  # -1: not selected
+    ns = pd.DatetimeIndex(ts).tz_convert("UTC").as_unit("ns").asi8
+    step_ns = int(step.value)
+    selected = column >= 0
+    off_grid = selected & (np.remainder(ns, step_ns) != 0)
     if off_grid.any():
-        bad = long.loc[off_grid].iloc[0]
+        bad = long.iloc[int(np.argmax(off_grid))]
         raise DataError(
             f"bar {bad['symbol']} {bad['timestamp']} is not on the {interval} grid "
             f"(mixed intervals, or data.interval={interval!r} does not match the data)"
         )
+    keep = selected
     lo = to_utc(start)
     hi = inclusive_end(end)
-    keep = np.ones(len(long), dtype=bool)
     if lo is not None:
-        keep &= (ts >= lo).to_numpy()
+        keep = keep & (ns >= lo.as_unit("ns").value)
     if hi is not None:
-        keep &= (ts <= hi).to_numpy()
-    long = long.loc[keep].assign(timestamp=ts[keep], symbol=long.loc[keep, "symbol"].astype(str))
-    if long.empty:
+        keep = keep & (ns <= hi.as_unit("ns").value)
+    rows = np.flatnonzero(keep)
+    if not len(rows):
         raise DataError(f"no bars between data.start={start} and data.end={end}")
-    if long.duplicated(["symbol", "timestamp"]).any():
+    every = len(rows) == len(long)
+    bar_ns = ns if every else ns[rows]
+    first, last = int(bar_ns.min()), int(bar_ns.max())
+    n_bars, n_cols = (last - first) // step_ns + 1, len(cols)
+    # positions in a symbol-major (A, T) buffer: the canonical table (sorted by symbol, then
+    # time) fills it front to back; the (T, A) frame is then copied out TRANSPOSE_ROWS bars at a
+    # time (a scatter straight into (T, A) misses the cache on every row at hundreds of assets)
+    flat = (column if every else column[rows]) * n_bars + (bar_ns - first) // step_ns
+    filled = np.zeros(n_bars * n_cols, dtype=bool)
+    filled[flat] = True
+    if int(filled.sum()) != len(flat):
         raise DataError("OHLCV table has duplicated (symbol, timestamp) rows; validate it first")
-    grid = pd.date_range(long["timestamp"].min(), long["timestamp"].max(), freq=step, tz="UTC")
+    kept_ts = ts if every else ts.iloc[rows]
+    grid = pd.date_range(kept_ts.min().tz_convert("UTC"), kept_ts.max().tz_convert("UTC"), freq=step, tz="UTC")
     grid.name = "timestamp"
-    wide = long.pivot(index="timestamp", columns="symbol", values=list(FIELDS))
+    columns = pd.Index(cols, name="symbol")
     fields = {}
+    buffer = np.empty((n_cols, n_bars))
     for f in FIELDS:
-        frame = wide[f].reindex(index=grid, columns=cols).astype("float64")
-        frame.columns = pd.Index(cols, name="symbol")
-        fields[f] = frame
+        values = long[f].to_numpy(dtype=np.float64, na_value=np.nan)
+        buffer.fill(np.nan)
+        buffer.reshape(-1)[flat] = values if every else values[rows]
+        out = np.empty((n_bars, n_cols))
+        for t in range(0, n_bars, TRANSPOSE_ROWS):
+            out[t : t + TRANSPOSE_ROWS] = buffer[:, t : t + TRANSPOSE_ROWS].T
+        fields[f] = pd.DataFrame(out, index=grid, columns=columns, copy=False)
     return Panel(**fields, interval=interval)
 
 
