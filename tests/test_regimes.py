@@ -465,6 +465,48 @@ def test_hmm_finite_memory_filter_equals_a_fresh_filter_per_row(memory):
         np.testing.assert_array_equal(got[t], full.predict_proba_online(X[lo : t + 1])[-1])
 
 
+def test_hmm_persistence_shrinks_each_m_step_towards_staying():
+    """One M-step of the sticky model equals hmmlearn's plain M-step shrunk: (1 - w) P + w I."""
+    from hmmlearn.hmm import GaussianHMM
+
+    from market_regimes.regimes.hmm import _sticky_hmm_class
+
+    X, _, lengths = spread_regimes(seed=4)
+    assert _sticky_hmm_class(0.0) is GaussianHMM
+    fitted = []
+    for cls in (GaussianHMM, _sticky_hmm_class(0.8)):
+        m = cls(2, covariance_type="full", n_iter=1, init_params="", params="t", implementation="scaling")
+        m.startprob_, m.transmat_ = np.full(2, 0.5), np.array([[0.9, 0.1], [0.2, 0.8]])
+        m.means_, m.covars_ = np.zeros((2, 3)), np.stack([np.eye(3), 9 * np.eye(3)])
+        fitted.append(m.fit(X, lengths).transmat_)
+    np.testing.assert_allclose(fitted[1], 0.2 * fitted[0] + 0.8 * np.eye(2), rtol=1e-12)
+    assert not np.allclose(fitted[0], [[0.9, 0.1], [0.2, 0.8]])  # the plain step did move P
+
+
+def test_hmm_persistence_keeps_long_regimes_through_short_bursts():
+    """Long regimes (spread x1 vs x2, runs of 300-600 rows) with short bursts (3-8 rows at x2.5
+    spread) inside them, as hourly volatility has: the maximum-likelihood chain follows the
+    bursts; the sticky one (w = 0.9) keeps every self-transition >= w, switches several times less
+    often and recovers the long regimes better."""
+    rng = np.random.default_rng(0)
+    states = np.repeat(rng.integers(0, 2, 40), rng.integers(300, 600, 40))
+    burst = np.zeros(len(states))
+    for s in np.flatnonzero(rng.random(len(states)) < 0.02):
+        burst[s : s + rng.integers(3, 9)] = 1
+    X = rng.standard_normal((len(states), 1)) * (np.where(states == 1, 2.0, 1.0) * np.where(burst > 0, 2.5, 1.0))[:, None]
+    switches, ari = {}, {}
+    for w in (0.0, 0.9):
+        est = HMMRegimes(2, n_init=2, random_state=0, persistence=w).fit(X)
+        labels = est.predict_online(X)
+        switches[w], ari[w] = int((labels[1:] != labels[:-1]).sum()), adjusted_rand_score(states, labels)
+        if w:
+            assert (np.diag(est.transmat_) >= w).all()
+    assert switches[0.9] * 4 < switches[0.0], switches
+    assert ari[0.9] > ari[0.0] + 0.2, ari
+    with pytest.raises(ConfigError, match="persistence"):
+        HMMRegimes(2, persistence=1.0).fit(X)
+
+
 def test_hmm_bic_selection_finds_three_spread_regimes():
     rng = np.random.default_rng(3)
     states = np.repeat(rng.integers(0, 3, 90), rng.integers(40, 120, 90))
