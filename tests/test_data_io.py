@@ -344,6 +344,23 @@ def test_to_panel_rejects_what_it_cannot_place():
         to_panel(long.assign(timestamp=long["timestamp"].dt.tz_localize(None)))
     with pytest.raises(DataError, match="lacks column"):
         to_panel(long.drop(columns="volume"))
+    with pytest.raises(DataError, match=r"\['BTCUSDT'\] requested more than once"):
+        to_panel(long, symbols=["BTCUSDT", "ETHUSDT", "BTCUSDT"])
+    with pytest.raises(DataError, match="missing symbol at row 3"):
+        to_panel(long.assign(symbol=long["symbol"].where(long.index != 3)))
+
+
+def test_to_panel_bounds_and_units_beyond_the_nanosecond_range():
+    long = pd.concat([bars(n=10), bars("ETHUSDT", n=10)], ignore_index=True)
+    ref = to_panel(long)
+    for opts in ({"end": "2300-01-01 00:00"}, {"start": "1000-01-01"}, {"start": "1000-01-01", "end": "2300-01-01"}):
+        pd.testing.assert_frame_equal(to_panel(long, **opts).close, ref.close)
+    with pytest.raises(DataError, match="no bars between"):
+        to_panel(long, start="2300-01-01 00:00")
+    far = long.assign(timestamp=long["timestamp"].dt.as_unit("s") + pd.Timedelta(days=365 * 900))  # year 2923
+    panel = to_panel(far, end="2999-12-31")
+    assert panel.index[0] == far["timestamp"].min() and panel.index.unit == "s"
+    np.testing.assert_array_equal(panel.close.to_numpy(), ref.close.to_numpy())
 
 
 # ---------------------------------------------------------------- files: Binance kline layout

@@ -7,15 +7,19 @@ Fitting is EM (Baum-Welch) by ``hmmlearn`` over the sequences, on inputs standar
 training rows' mean and standard deviation, best of ``n_init`` starts by log-likelihood.
 
 ``persistence`` = w in [0, 1) makes the chain sticky: every M-step's transition estimate is
-shrunk towards staying, ``P <- (1 - w) P + w I``, so each state's switching probability is
-(1 - w) times what the data alone say and its expected duration 1 / (1 - w) times longer. This is
-the M-step of a Dirichlet prior whose self-transition pseudo-counts are w / (1 - w) times the
-state's expected occupancy (a sticky HMM in the sense of Fox et al., 2011, Ann. Appl. Stat. 5,
-with the prior scaled to the data). It acts inside EM, not only on the final matrix: the
-E-step's posteriors are smoothed, so states are fitted to persistent stretches rather than to
-single bars, which maximum likelihood on hourly returns favours (Nystrup, Lindstrom and Madsen,
-2020, Expert Syst. Appl. 150, on HMMs' too-frequent switching). The likelihood is then no longer
-EM's objective, so the best start is still chosen by it but EM may stop at ``n_iter``.
+shrunk towards staying, ``P <- (1 - w) P + w I`` (rows renormalised), i.e. that step's switching
+probabilities are (1 - w) times what the E-step's counts say. Per M-step this is the estimate
+under a Dirichlet prior whose self-transition pseudo-counts are w / (1 - w) times the state's
+expected number of transitions (a sticky HMM in the sense of Fox et al., 2011, Ann. Appl. Stat.
+5, with the prior scaled to the data and renewed at every step). It acts inside EM, not only on
+the final matrix: the E-step's posteriors are smoothed, so states are fitted to persistent
+stretches rather than to single bars, which maximum likelihood on hourly returns favours
+(Nystrup, Lindstrom and Madsen, 2020, Expert Syst. Appl. 150, on HMMs' too-frequent switching).
+The effect compounds over the iterations: the fitted chain switches less than (1 - w) times the
+maximum-likelihood chain (about 0.01 x for w = 0.9 on the tests' bursts data). There is then no
+objective EM increases, so a step may lower the likelihood: EM stops when the likelihood changes
+by less than ``tol`` per row in either direction (or at ``n_iter``), and the best start is the
+one with the highest likelihood of its final parameters.
 
 Labels come from the **forward filter** ``P(s_t | x_1..x_t)`` computed here from the fitted
 parameters (numpy, no ``hmmlearn`` at inference), never the smoothed posterior: the label of row
@@ -86,16 +90,30 @@ def _stationary(transmat: np.ndarray) -> np.ndarray:
 def _sticky_hmm_class(persistence: float):
     """hmmlearn's ``GaussianHMM``, or for ``persistence`` > 0 a subclass whose M-step shrinks the
     transition estimate towards the identity (module docstring)."""
+    from hmmlearn.base import ConvergenceMonitor
     from hmmlearn.hmm import GaussianHMM
 
     if persistence <= 0.0:
         return GaussianHMM
 
+    class TwoSidedMonitor(ConvergenceMonitor):
+        """Converged when the likelihood moves by less than ``tol`` either way: hmmlearn's own
+        test (a rise below ``tol``) would stop at the first step that lowers it."""
+
+        @property
+        def converged(self):
+            return self.iter == self.n_iter or (len(self.history) >= 2 and abs(self.history[-1] - self.history[-2]) < self.tol)
+
     class StickyGaussianHMM(GaussianHMM):
+        def _init(self, X, lengths=None):  # called by fit before EM starts
+            super()._init(X, lengths)
+            self.monitor_ = TwoSidedMonitor(self.tol, self.n_iter, self.verbose)
+
         def _do_mstep(self, stats):
             super()._do_mstep(stats)
             if "t" in self.params:
-                self.transmat_ = (1.0 - persistence) * self.transmat_ + persistence * np.eye(self.n_components)
+                sticky = (1.0 - persistence) * self.transmat_ + persistence * np.eye(self.n_components)
+                self.transmat_ = sticky / sticky.sum(axis=1, keepdims=True)  # a row EM left at zero
 
     return StickyGaussianHMM
 
