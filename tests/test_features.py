@@ -237,3 +237,16 @@ def test_feature_values_do_not_depend_on_the_copy_block(block, long_table, monke
     np.testing.assert_array_equal(got.values.view(np.uint32), ref.values.view(np.uint32))
     np.testing.assert_array_equal(got.valid, ref.valid)
     assert 0 < ref.valid.sum() < ref.valid.size
+
+
+@pytest.mark.parametrize("shape", [(1300, 7), (5, 1100), (512, 3), (1, 1)])
+def test_blocked_transpose_equals_the_transpose(shape):
+    from market_regimes.numerics import transpose_into
+
+    rng = np.random.default_rng(shape[0])
+    a, order = rng.normal(size=shape), rng.permutation(shape[1])
+    for along in (0, 1):
+        np.testing.assert_array_equal(transpose_into(np.empty(shape[::-1]), a, along=along, block=64), a.T)
+    np.testing.assert_array_equal(transpose_into(np.empty(shape[::-1]), a, columns=order, block=64), a[:, order].T)
+    with pytest.raises(ValueError):
+        transpose_into(np.empty(shape[::-1]), a, along=1, columns=order)

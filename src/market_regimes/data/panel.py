@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 
 from market_regimes.errors import ConfigError, DataError
+from market_regimes.numerics import transpose_into
 
 CANONICAL_COLUMNS: tuple[str, ...] = ("timestamp", "symbol", "open", "high", "low", "close", "volume")
 FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
-TRANSPOSE_ROWS = 512  # bars per block of to_panel's (A, T) -> (T, A) copy
 
 # Binance kline intervals that map onto a fixed-length pandas Timedelta.
 _INTERVALS = {
@@ -109,7 +109,7 @@ def to_panel(
     if getattr(ts.dt, "tz", None) is None:
         raise DataError("OHLCV timestamps are timezone-naive; expected UTC bar-open times")
     # Integer codes instead of pandas' pivot: each row's bar number and column, then one scatter
-    # per field into a (T, A) array. Linear in the rows (a pivot of 22 M rows grew 2.2-2.4x when they
+    # per field (below). Linear in the rows (a pivot of 22 M rows grew 2.2-2.4x when they
     # doubled) and no string conversion of every row's symbol.
     codes, uniques = pd.factorize(long["symbol"])
     if (codes < 0).any():
@@ -155,8 +155,8 @@ def to_panel(
     first, last = int(bar_ticks.min()), int(bar_ticks.max())
     n_bars, n_cols = (last - first) // step_ticks + 1, len(cols)
     # positions in a symbol-major (A, T) buffer: the canonical table (sorted by symbol, then
-    # time) fills it front to back; the (T, A) frame is then copied out TRANSPOSE_ROWS bars at a
-    # time (a scatter straight into (T, A) misses the cache on every row at hundreds of assets)
+    # time) fills it front to back; the (T, A) frame is then copied out in blocks of bars
+    # (a scatter straight into (T, A) misses the cache on every row at hundreds of assets)
     flat = (column if every else column[rows]) * n_bars + (bar_ticks - first) // step_ticks
     filled = np.zeros(n_bars * n_cols, dtype=bool)
     filled[flat] = True
@@ -172,9 +172,7 @@ def to_panel(
         values = long[f].to_numpy(dtype=np.float64, na_value=np.nan)
         buffer.fill(np.nan)
         buffer.reshape(-1)[flat] = values if every else values[rows]
-        out = np.empty((n_bars, n_cols))
-        for t in range(0, n_bars, TRANSPOSE_ROWS):
-            out[t : t + TRANSPOSE_ROWS] = buffer[:, t : t + TRANSPOSE_ROWS].T
+        out = transpose_into(np.empty((n_bars, n_cols)), buffer, along=1)
         fields[f] = pd.DataFrame(out, index=grid, columns=columns, copy=False)
     return Panel(**fields, interval=interval)
 

@@ -49,7 +49,7 @@ import pyarrow as pa
 
 from market_regimes.data.panel import interval_to_timedelta
 from market_regimes.errors import ConfigError
-from market_regimes.numerics import linear_recursion
+from market_regimes.numerics import linear_recursion, transpose_into
 
 _KNOWN_ASSETS: dict[str, tuple[float, float]] = {  # name -> (starting price, vol scale = beta)
     "BTCUSDT": (30000.0, 1.0), "ETHUSDT": (2000.0, 1.25), "BNBUSDT": (300.0, 1.4),
@@ -322,23 +322,17 @@ def simulate_market(
     return _long_table(index, symbols, ohlcv), truth
 
 
-TRANSPOSE_ROWS = 512  # bars per block of the (T, A) -> (A, T) copy: 512 x 500 assets x 8 B = 2 MB
-
-
 def _long_table(index: pd.DatetimeIndex, symbols: Sequence[str], ohlcv: dict[str, np.ndarray]) -> pd.DataFrame:
     """Canonical long table from (T, A) field arrays, rows sorted by symbol then time."""
     n_bars, order = len(index), np.argsort(symbols, kind="stable")
     codes = pa.array(np.repeat(np.arange(len(symbols), dtype=np.int32), n_bars))
     names = pa.array([symbols[i] for i in order], type=pa.string())
     # The float fields go straight into one (fields, rows) block, written (A, T) -> symbol-major
-    # rows in place: pandas keeps it as the frame's float block instead of stacking copies. The
-    # transpose goes TRANSPOSE_ROWS bars at a time: a whole-array transposed copy of hundreds of
-    # assets misses the cache on every element and grows faster than the data.
+    # rows in place: pandas keeps it as the frame's float block instead of stacking copies; the
+    # transpose goes in blocks of bars (numerics.transpose_into).
     block = np.empty((len(ohlcv), len(symbols) * n_bars))
     for row, a in zip(block, ohlcv.values()):
-        dst = row.reshape(len(symbols), n_bars)
-        for t in range(0, n_bars, TRANSPOSE_ROWS):
-            dst[:, t : t + TRANSPOSE_ROWS] = a[t : t + TRANSPOSE_ROWS][:, order].T
+        transpose_into(row.reshape(len(symbols), n_bars), a, columns=order)
     frame = pd.DataFrame(block.T, columns=list(ohlcv), copy=False)
     frame.insert(0, "timestamp", index.take(np.tile(np.arange(n_bars), len(symbols))))
     # built through Arrow: a Python list of T * A names is slow at hundreds of assets
