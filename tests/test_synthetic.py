@@ -14,6 +14,10 @@ from market_regimes.data.panel import CANONICAL_COLUMNS, to_panel
 from market_regimes.data.synthetic import (
     SCENARIOS,
     RegimeSpec,
+    _asset_defaults,
+    _garch_multiplier,
+    _regime_path,
+    default_symbols,
     simulate_market,
     scenario,
     stationary_distribution,
@@ -226,6 +230,48 @@ def test_yaml_configs_and_mapping_regimes():
     long, truth = simulate_market(regimes, n_bars=int(base.n_bars), symbols=list(base.symbols),
                                   interval=base.interval, start=base.start, seed=base.seed)
     assert len(long) == 3 * base.n_bars and set(truth.unique()) == {0, 1}
+
+
+@pytest.mark.parametrize("tail_df, garch_alpha", [(5.0, 0.05), (np.inf, 0.0)])
+def test_values_follow_the_documented_formulas(tail_df, garch_alpha):
+    """The module docstring's formulas written out plainly, one (T, A) array per term and the
+    random draws in the documented order, give the generator's numbers: the in-place arithmetic
+    changes neither the draws nor a single value (benchmark archives depend on the same seed
+    giving the same market)."""
+    specs, n_bars, n, seed = scenario("crash"), 3000, 7, 5
+    long, truth = simulate_market(specs, n_bars=n_bars, n_assets=n, seed=seed, tail_df=tail_df,
+                                  garch_alpha=garch_alpha)
+
+    rng = np.random.default_rng(seed)
+    regime = _regime_path(transition_matrix(specs), n_bars, rng)
+    drift, vol, corr = (np.array([getattr(s, a) for s in specs])[regime] for a in ("drift", "vol", "corr"))
+    shocks = (rng.standard_normal((n_bars, n + 1)) if np.isinf(tail_df)
+              else rng.standard_t(tail_df, (n_bars, n + 1)) * np.sqrt((tail_df - 2) / tail_df))
+    f, e = shocks[:, 0], shocks[:, 1:]
+    h = _garch_multiplier(f, garch_alpha, 0.90) if garch_alpha > 0 else np.ones(n_bars)
+    p0, s = _asset_defaults(default_symbols(n))
+    z = h[:, None] * (np.sqrt(corr)[:, None] * f[:, None] + np.sqrt(1 - corr)[:, None] * e)
+    r = s[None, :] * drift[:, None] + s[None, :] * vol[:, None] * z
+    close = p0 * np.exp(np.cumsum(r, axis=0))
+    open_ = np.vstack([p0[None, :], close[:-1]])
+    excursion = 0.5 * s[None, :] * vol[:, None] * h[:, None]
+    high = np.maximum(open_, close) * np.exp(excursion * np.abs(rng.standard_normal((n_bars, n))))
+    low = np.minimum(open_, close) * np.exp(-excursion * np.abs(rng.standard_normal((n_bars, n))))
+    ar = np.zeros((n_bars, n))
+    white_ar = rng.standard_normal((n_bars, n))
+    for t in range(n_bars):
+        ar[t] = (0.95 * ar[t - 1] if t else 0.0) + white_ar[t]
+    log_rel_vol = np.log(vol) - np.mean(np.log([x.vol for x in specs]))
+    level = (0.5 * log_rel_vol[:, None] + 0.3 * (np.abs(z) - 0.8)
+             + np.sqrt(1 - 0.95**2) * 0.3 * ar + 0.25 * rng.standard_normal((n_bars, n)))
+    base = 5e7 * 0.7 ** np.minimum(np.arange(n), 10) / p0
+    volume = base * np.exp(level)
+
+    np.testing.assert_array_equal(truth.to_numpy(), regime)
+    by_symbol = np.argsort(default_symbols(n), kind="stable")
+    for name, want in {"open": open_, "high": high, "low": low, "close": close, "volume": volume}.items():
+        got = long[name].to_numpy().reshape(n, n_bars).T  # rows are sorted by symbol, then time
+        np.testing.assert_allclose(got, want[:, by_symbol], rtol=1e-12, atol=0, err_msg=name)
 
 
 def test_generation_is_fast():

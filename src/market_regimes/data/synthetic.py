@@ -301,18 +301,28 @@ def simulate_market(
 
     regime = _regime_path(p, n_bars, rng)  # (T,)
     drift, vol, corr = (np.array([getattr(s, a) for s in specs])[regime] for a in ("drift", "vol", "corr"))
+    # The (T, A) arithmetic below runs in place on a few buffers (same operations in the same
+    # order as the formulas in the module docstring, so the same numbers): at hundreds of assets
+    # each fresh (T, A) temporary is hundreds of MB of first-touched memory.
     shocks = _student_t(rng, tail_df, (n_bars, n + 1))
-    f, e = shocks[:, 0], shocks[:, 1:]  # (T,), (T, A)
+    f, z = shocks[:, 0], shocks[:, 1:]  # (T,), (T, A): z holds e, then the standardized shock
     h = _garch_multiplier(f, garch_alpha, garch_beta) if garch_alpha > 0 else np.ones(n_bars)
-    z = h[:, None] * (np.sqrt(corr)[:, None] * f[:, None] + np.sqrt(1 - corr)[:, None] * e)  # (T, A)
-    bar_vol = scale[None, :] * vol[:, None]  # (T, A): regime std of each asset's return
-    r = scale[None, :] * drift[:, None] + bar_vol * z
-
-    close = p0[None, :] * np.exp(np.cumsum(r, axis=0))
+    z *= np.sqrt(1 - corr)[:, None]
+    z += (np.sqrt(corr) * f)[:, None]
+    z *= h[:, None]
+    bar_vol = np.multiply(vol[:, None], scale[None, :])  # (T, A): regime std of each asset's return
+    close = np.multiply(bar_vol, z)  # the log return r, then its cumulative sum, then the close
+    close += drift[:, None] * scale[None, :]
+    np.cumsum(close, axis=0, out=close)
+    np.exp(close, out=close)
+    close *= p0[None, :]
     open_ = np.vstack([p0[None, :], close[:-1]])
-    excursion = 0.5 * bar_vol * h[:, None]
-    high = np.maximum(open_, close) * np.exp(excursion * np.abs(rng.standard_normal((n_bars, n))))
-    low = np.minimum(open_, close) * np.exp(-excursion * np.abs(rng.standard_normal((n_bars, n))))
+    excursion = bar_vol
+    excursion *= 0.5
+    excursion *= h[:, None]
+    high = _excursion(rng, excursion, np.maximum(open_, close), up=True)
+    low = _excursion(rng, excursion, np.minimum(open_, close), up=False)
+    del bar_vol, excursion
     vol_ref = np.exp(np.mean(np.log([s.vol for s in specs])))
     volume = _volume(rng, z, vol / vol_ref, p0)
 
@@ -345,7 +355,20 @@ def _student_t(rng: np.random.Generator, df: float, shape: tuple[int, int]) -> n
     """Student-t shocks with unit variance (standard normal for df = inf)."""
     if np.isinf(df):
         return rng.standard_normal(shape)
-    return rng.standard_t(df, shape) * np.sqrt((df - 2) / df)
+    x = rng.standard_t(df, shape)
+    x *= np.sqrt((df - 2) / df)
+    return x
+
+
+def _excursion(rng: np.random.Generator, scale: np.ndarray, edge: np.ndarray, up: bool) -> np.ndarray:
+    """``edge * exp(+-scale * |N(0, 1)|)`` in place in ``edge``, one (T, A) normal draw."""
+    move = np.abs(rng.standard_normal(edge.shape))
+    move *= scale
+    if not up:
+        np.negative(move, out=move)
+    np.exp(move, out=move)
+    edge *= move
+    return edge
 
 
 def _volume(
@@ -357,11 +380,20 @@ def _volume(
     """
     n_bars, n = z.shape
     base = _BASE_QUOTE_VOLUME * 0.7 ** np.minimum(np.arange(n), 10) / p0  # base-asset units
-    regime_level = 0.5 * np.log(rel_vol)  # (T,)
-    shock_level = 0.3 * (np.abs(z) - 0.8)  # E|z| ~ 0.8
-    ar = np.sqrt(1 - 0.95**2) * 0.3 * linear_recursion(rng.standard_normal((n_bars, n)), 0.95)
-    noise = ar + 0.25 * rng.standard_normal((n_bars, n))
-    return base[None, :] * np.exp(regime_level[:, None] + shock_level + noise)
+    level = np.abs(z)  # shock size, then the whole log level
+    level -= 0.8  # E|z| ~ 0.8
+    level *= 0.3
+    level += 0.5 * np.log(rel_vol)[:, None]  # the regime's level
+    noise = linear_recursion(rng.standard_normal((n_bars, n)), 0.95)  # persistent AR(1) ...
+    noise *= np.sqrt(1 - 0.95**2) * 0.3
+    white = rng.standard_normal((n_bars, n))  # ... plus white noise
+    white *= 0.25
+    noise += white
+    del white
+    level += noise
+    np.exp(level, out=level)
+    level *= base[None, :]
+    return level
 
 
 def simulate_grouped_market(
