@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, random_long
 
-from market_regimes.benchmarks.measure import run_stage
+from market_regimes.benchmarks.measure import peak_rss_mb, rss_mb, run_stage, warm_memory
 from market_regimes.benchmarks.prep import compare
 from market_regimes.benchmarks.reference import reference_features, reference_windows
 from market_regimes.data.panel import to_panel
@@ -59,6 +59,14 @@ def test_a_stage_in_a_fresh_process_reports_its_memory(tmp_path):
         run_stage("market_regimes.benchmarks.prep:load_stage", {"data": {"source": "ftp"}, "panel_path": "x"})
 
 
+def test_warm_memory_touches_then_frees():
+    before = rss_mb()
+    out = warm_memory(256, chunk_mb=64)
+    assert out["warm_mb"] == 256 and 0 < out["warm_gbps_slowest"] <= out["warm_gbps_median"]
+    assert peak_rss_mb() >= before + 200  # the memory was really written ...
+    assert rss_mb() < before + 64  # ... and handed back
+
+
 def test_quick_suite_end_to_end(tmp_path):
     out = subprocess.run([sys.executable, "scripts/benchmark.py", "suite=perf_quick", f"paths.artifacts_dir={tmp_path}",
                           f"paths.run_dir={tmp_path}/run"], cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -92,6 +100,10 @@ def test_quick_suite_end_to_end(tmp_path):
     assert "taken by the hypervisor for other guests (steal) during the run" in md
     # the scale table says how many runs its medians are of (perf_quick: one of each)
     assert report["scale"]["runs"] == {"short": 1, "long": 1}
+    # every scale stage ran after the memory warm-up, whose rates the document reports
+    assert report["scale"]["warm_memory_mb"] == 64
+    assert all(st["warm_mb"] == 64 and st["warm_gbps_slowest"] > 0 for st in sizes[0]["stages"].values())
+    assert "64 MB of memory were written and freed" in md
     assert "Runs per stage and size (medians): 1 for data, features, windows and train, 1 for encode" in md
     assert "no GPU on this machine" in md or "cuda" in json.dumps(report["training"])
 

@@ -115,9 +115,9 @@ def _write(run_dir: Path, report: dict) -> Path:
     return write_report(run_dir, report, "PERFORMANCE.md", render)
 
 
-def _stage(name: str, kwargs: dict, suite, repeats: int | None = None) -> dict:
+def _stage(name: str, kwargs: dict, suite, repeats: int | None = None, warm_mb: float | None = None) -> dict:
     reps = suite.repeats if repeats is None else repeats
-    out = repeat_stage(f"{_PKG}.{name}", kwargs, reps, bool(suite.isolate))
+    out = repeat_stage(f"{_PKG}.{name}", kwargs, reps, bool(suite.isolate), warm_mb=warm_mb)
     log.info("%s: %.2f s, peak RSS %.0f MB (median of %d)", name, out["stage_s"], out["peak_rss_mb"], reps)
     return out
 
@@ -196,19 +196,23 @@ def scale_section(cfg, work: Path) -> dict:
     cluster["params"] = {**_plain(cfg.cluster.get("params")), **_plain((sc.get("cluster") or {}).get("params"))}
     reps = int(sc.get("repeats", 1))
     short = int(sc.get("short_repeats", reps))  # data, features, windows, train: short, noisy stages
+    warm = sc.get("warm_memory_mb")  # memory written and freed before each stage (measure.warm_memory)
+
+    def stage(name: str, kwargs: dict, runs: int) -> dict:
+        return _stage(f"scale:{name}_stage", kwargs, suite, runs, warm)
+
     sizes = []
     for n_assets, n_bars in sc.sizes:
         w = str(work / f"{n_assets}x{n_bars}")
         stages = {
-            "data": _stage("scale:data_stage", {"work_dir": w, "n_assets": int(n_assets), "n_bars": int(n_bars)}, suite, short),
-            "features": _stage("scale:features_stage", {"work_dir": w, "features": features}, suite, short),
-            "windows": _stage("scale:windows_stage", {"work_dir": w, "window": window}, suite, short),
-            "train": _stage("scale:train_stage", {"work_dir": w, "model": _plain(cfg.model), "trainer": _plain(cfg.trainer),
-                                                  "batch_size": int(sc.batch_size),
-                                                  "windows_per_epoch": int(sc.windows_per_epoch)}, suite, short),
-            "encode": _stage("scale:encode_stage", {"work_dir": w}, suite, reps),
-            "cluster": _stage("scale:cluster_stage", {"work_dir": w, "cluster": cluster,
-                                                      "fit_rows": int(sc.fit_rows)}, suite, reps),
+            "data": stage("data", {"work_dir": w, "n_assets": int(n_assets), "n_bars": int(n_bars)}, short),
+            "features": stage("features", {"work_dir": w, "features": features}, short),
+            "windows": stage("windows", {"work_dir": w, "window": window}, short),
+            "train": stage("train", {"work_dir": w, "model": _plain(cfg.model), "trainer": _plain(cfg.trainer),
+                                     "batch_size": int(sc.batch_size),
+                                     "windows_per_epoch": int(sc.windows_per_epoch)}, short),
+            "encode": stage("encode", {"work_dir": w}, reps),
+            "cluster": stage("cluster", {"work_dir": w, "cluster": cluster, "fit_rows": int(sc.fit_rows)}, reps),
         }
         shutil.rmtree(w, ignore_errors=True)
         sizes.append({"n_assets": int(n_assets), "n_bars": int(n_bars), "stages": stages,
@@ -238,7 +242,8 @@ def scale_section(cfg, work: Path) -> dict:
             growth[label][f"{stage}: {part}"] = (main["stages"][stage][part]
                                                  / max(other["stages"][stage][part], 1e-9))
     return {"sizes": sizes, "growth": growth, "fit_rows": int(sc.fit_rows), "cluster": cluster,
-            "windows_per_epoch": int(sc.windows_per_epoch), "heap": heap, "runs": {"short": short, "long": reps}}
+            "windows_per_epoch": int(sc.windows_per_epoch), "heap": heap, "runs": {"short": short, "long": reps},
+            "warm_memory_mb": warm}
 
 
 def inference_section(cfg, work: Path) -> dict:

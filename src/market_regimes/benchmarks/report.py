@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 LINEAR_GROWTH = 2.4  # a doubling that costs at most 2.4x (20 % above 2x) counts as linear
 
 
@@ -216,6 +218,11 @@ def _training(t: dict) -> list[str]:
     return lines
 
 
+def _spread(values: list[float]) -> str:
+    """``median (min-max)`` of sorted values."""
+    return f"{statistics.median(values):.1f} ({values[0]:.1f}-{values[-1]:.1f})"
+
+
 def _scale(s: dict) -> list[str]:
     lines = ["## 3. Scale", "",
              f"Synthetic market (`simulate_market`, volatility scenario), hourly bars; stages in fresh processes "
@@ -228,6 +235,16 @@ def _scale(s: dict) -> list[str]:
     if runs:  # reports before the runs were recorded say nothing here
         lines += [f"Runs per stage and size (medians): {runs['short']} for data, features, windows and train, "
                   f"{runs['long']} for encode and cluster.", ""]
+    if s.get("warm_memory_mb"):
+        runs = [r for size in s["sizes"] for st in size["stages"].values() for r in st.get("runs", [st])]
+        slow, typical = (sorted(r[k] for r in runs) for k in ("warm_gbps_slowest", "warm_gbps_median"))
+        lines += [f"Before every stage process, {_mb(s['warm_memory_mb'])} of memory were written and freed "
+                  f"(`suite.scale.warm_memory_mb`, `measure.warm_memory`), so that each stage starts on memory the "
+                  f"machine has just used: on a virtual machine whose host backs memory lazily, a first touch of "
+                  f"memory unused for a while costs several times more, which would make a larger size look "
+                  f"superlinear through the host rather than the code. First-touch rate of that memory over the "
+                  f"{len(runs)} stage runs: {_spread(typical)} GB/s per run (median chunk), slowest chunk "
+                  f"{_spread(slow)} GB/s.", ""]
     names = list(s["sizes"][0]["stages"])
     header = ["assets x bars (asset-bars)"] + names + ["total", "peak RSS"]
     rows = []
