@@ -6,10 +6,9 @@ with ``peak_rss_mb`` (the child's VmHWM) and ``process_s`` (the child's whole li
 imports included). With ``isolate=False`` the function runs here, with the peak reset first
 (``/proc/self/clear_refs``), which is faster but shares imports and allocator state.
 
-``warm_mb`` touches that much fresh memory in this process and frees it just before the stage
-starts (:func:`warm_memory`): on a virtual machine whose host backs guest memory lazily, memory
-the guest has not used lately costs several times more on its first touch, so without it two
-sizes of the same stage compare how much cold memory each reached as much as their code.
+``warm_mb`` writes that much fresh memory and frees it just before the stage's clock starts
+(:func:`warm_memory`; after its imports, and the peak is reset after it, so it counts in neither
+the time nor the peak RSS).
 
 A stage function takes JSON-able keyword arguments and returns a JSON-able dict. It may call
 :func:`mark` to record the resident memory at a point (e.g. once its inputs are loaded), so a
@@ -84,32 +83,39 @@ def mark(name: str) -> None:
 
 
 def warm_memory(mb: float, chunk_mb: int = 256) -> dict:
-    """Write ``mb`` MiB of fresh memory in ``chunk_mb`` chunks, then free it all; return the first-touch
-    rates (GB/s) of the slowest and the median chunk.
+    """Write ``mb`` MiB of fresh memory in chunks of at most ``chunk_mb``, then free it all; return
+    the first-touch rates (GB/s, GB = 2**30 bytes) of the slowest and of the median chunk.
 
-    Seen on this project's 2-core virtual machine: 0.7-0.9 GB/s on memory beyond what the guest had
-    used in the last minutes, 4-5 GB/s on memory written and freed just before, with the same code.
+    On a virtual machine whose host backs guest memory lazily, memory the guest has not used for a
+    while costs several times more on its first touch (on this project's 2-core machine 0.7-0.9
+    GB/s, against 4-5 GB/s for memory written and freed just before): without warming, two sizes
+    of one stage compare how much cold memory each reached as much as their code.
     """
     import numpy as np
 
     chunks, rates = [], []
-    for _ in range(max(int(mb // chunk_mb), 1)):
+    for size in [chunk_mb] * int(mb // chunk_mb) + ([mb % chunk_mb] if mb % chunk_mb else []):
         t0 = time.perf_counter()
-        a = np.empty(chunk_mb * 2**17)  # float64: 2**17 per MiB
+        a = np.empty(int(size * 2**17))  # float64: 2**17 per MiB
         a.fill(1.0)
-        rates.append(chunk_mb / 1024 / max(time.perf_counter() - t0, 1e-9))
+        rates.append(size / 1024 / max(time.perf_counter() - t0, 1e-9))
         chunks.append(a)
     del chunks
     return {"warm_mb": float(mb), "warm_gbps_slowest": min(rates), "warm_gbps_median": statistics.median(rates)}
 
 
-def _call(target: str, kwargs: dict) -> dict:
+def _call(target: str, kwargs: dict, warm_mb: float | None = None) -> dict:
     module, func = target.split(":")
+    fn = getattr(importlib.import_module(module), func)
+    warm = {}
+    if warm_mb and reset_peak():  # only where the peak can be reset after it
+        warm = warm_memory(warm_mb)
+        reset_peak()
     _MARKS.clear()
     cpu0 = cpu_times()
     t0 = time.perf_counter()
-    result = getattr(importlib.import_module(module), func)(**kwargs)
-    result = dict(result or {})
+    result = dict(fn(**kwargs) or {})
+    result.update(warm)
     result["stage_s"] = time.perf_counter() - t0
     result["peak_rss_mb"] = peak_rss_mb()
     result["load_average_1m"] = os.getloadavg()[0]  # other work on the machine while this ran
@@ -123,16 +129,15 @@ def run_stage(target: str, kwargs: dict | None = None, isolate: bool = True, tim
     """Run ``module:function(**kwargs)`` and return its dict plus timing and memory (see module doc).
 
     ``env`` adds to the child's environment (a None value removes the variable); it has no
-    effect with ``isolate=False``. ``warm_mb``: memory to warm first (:func:`warm_memory`; its
-    rates are added to the result)."""
+    effect with ``isolate=False``. ``warm_mb``: memory to warm before the clock starts
+    (:func:`warm_memory`; its rates are added to the result)."""
     kwargs = kwargs or {}
-    warm = warm_memory(warm_mb) if warm_mb else {}
     if not isolate:
         reset_peak()
-        return {**_call(target, kwargs), **warm}
+        return _call(target, kwargs, warm_mb)
     with tempfile.TemporaryDirectory(prefix="mr-stage-") as tmp:
         args, out = Path(tmp) / "args.json", Path(tmp) / "result.json"
-        args.write_text(json.dumps({"target": target, "kwargs": kwargs}))
+        args.write_text(json.dumps({"target": target, "kwargs": kwargs, "warm_mb": warm_mb}))
         t0 = time.perf_counter()
         child_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
         proc = subprocess.run([sys.executable, "-m", "market_regimes.benchmarks.measure", str(args), str(out)],
@@ -143,7 +148,7 @@ def run_stage(target: str, kwargs: dict | None = None, isolate: bool = True, tim
             raise RuntimeError(f"stage {target} failed (exit {proc.returncode}):\n" + "\n".join(tail))
         result = json.loads(out.read_text())
     result["process_s"] = elapsed
-    return {**result, **warm}
+    return result
 
 
 def repeat_stage(target: str, kwargs: dict | None = None, repeats: int = 3, isolate: bool = True,
@@ -213,7 +218,7 @@ def _child(args_path: str, out_path: str) -> None:
     from market_regimes.benchmarks import measure
 
     spec = json.loads(Path(args_path).read_text())
-    result = measure._call(spec["target"], spec["kwargs"])
+    result = measure._call(spec["target"], spec["kwargs"], spec.get("warm_mb"))
     Path(out_path).write_text(json.dumps(result))
 
 

@@ -198,21 +198,21 @@ def scale_section(cfg, work: Path) -> dict:
     short = int(sc.get("short_repeats", reps))  # data, features, windows, train: short, noisy stages
     warm = sc.get("warm_memory_mb")  # memory written and freed before each stage (measure.warm_memory)
 
-    def stage(name: str, kwargs: dict, runs: int) -> dict:
+    def run(name: str, kwargs: dict, runs: int) -> dict:
         return _stage(f"scale:{name}_stage", kwargs, suite, runs, warm)
 
     sizes = []
     for n_assets, n_bars in sc.sizes:
         w = str(work / f"{n_assets}x{n_bars}")
         stages = {
-            "data": stage("data", {"work_dir": w, "n_assets": int(n_assets), "n_bars": int(n_bars)}, short),
-            "features": stage("features", {"work_dir": w, "features": features}, short),
-            "windows": stage("windows", {"work_dir": w, "window": window}, short),
-            "train": stage("train", {"work_dir": w, "model": _plain(cfg.model), "trainer": _plain(cfg.trainer),
+            "data": run("data", {"work_dir": w, "n_assets": int(n_assets), "n_bars": int(n_bars)}, short),
+            "features": run("features", {"work_dir": w, "features": features}, short),
+            "windows": run("windows", {"work_dir": w, "window": window}, short),
+            "train": run("train", {"work_dir": w, "model": _plain(cfg.model), "trainer": _plain(cfg.trainer),
                                      "batch_size": int(sc.batch_size),
                                      "windows_per_epoch": int(sc.windows_per_epoch)}, short),
-            "encode": stage("encode", {"work_dir": w}, reps),
-            "cluster": stage("cluster", {"work_dir": w, "cluster": cluster, "fit_rows": int(sc.fit_rows)}, reps),
+            "encode": run("encode", {"work_dir": w}, reps),
+            "cluster": run("cluster", {"work_dir": w, "cluster": cluster, "fit_rows": int(sc.fit_rows)}, reps),
         }
         shutil.rmtree(w, ignore_errors=True)
         sizes.append({"n_assets": int(n_assets), "n_bars": int(n_bars), "stages": stages,

@@ -236,15 +236,15 @@ def _scale(s: dict) -> list[str]:
         lines += [f"Runs per stage and size (medians): {runs['short']} for data, features, windows and train, "
                   f"{runs['long']} for encode and cluster.", ""]
     if s.get("warm_memory_mb"):
-        runs = [r for size in s["sizes"] for st in size["stages"].values() for r in st.get("runs", [st])]
-        slow, typical = (sorted(r[k] for r in runs) for k in ("warm_gbps_slowest", "warm_gbps_median"))
-        lines += [f"Before every stage process, {_mb(s['warm_memory_mb'])} of memory were written and freed "
-                  f"(`suite.scale.warm_memory_mb`, `measure.warm_memory`), so that each stage starts on memory the "
-                  f"machine has just used: on a virtual machine whose host backs memory lazily, a first touch of "
-                  f"memory unused for a while costs several times more, which would make a larger size look "
-                  f"superlinear through the host rather than the code. First-touch rate of that memory over the "
-                  f"{len(runs)} stage runs: {_spread(typical)} GB/s per run (median chunk), slowest chunk "
-                  f"{_spread(slow)} GB/s.", ""]
+        stage_runs = [r for size in s["sizes"] for st in size["stages"].values() for r in st.get("runs", [st])]
+        slow, typical = (sorted(r[k] for r in stage_runs) for k in ("warm_gbps_slowest", "warm_gbps_median"))
+        lines += [f"In every stage's process, after its imports and before its clock starts, "
+                  f"{_mb(s['warm_memory_mb'])} of memory were written and freed (`suite.scale.warm_memory_mb`, "
+                  f"`measure.warm_memory`), and the peak RSS reset after it: on a virtual machine whose host backs "
+                  f"memory lazily, a first touch of memory unused for a while costs several times more, which "
+                  f"would make a larger size grow through the host rather than the code. First-touch rate of that "
+                  f"memory over the {len(stage_runs)} stage runs: {_spread(typical)} GB/s (median chunk of a run), "
+                  f"slowest chunk {_spread(slow)} GB/s.", ""]
     names = list(s["sizes"][0]["stages"])
     header = ["assets x bars (asset-bars)"] + names + ["total", "peak RSS"]
     rows = []
