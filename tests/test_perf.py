@@ -101,7 +101,7 @@ def test_quick_suite_end_to_end(tmp_path):
         assert heading in md
     assert "taken by the hypervisor for other guests (steal) during the run" in md
     # the scale table says how many runs its medians are of (perf_quick: one of each)
-    assert report["scale"]["runs"] == {"short": 1, "long": 1}
+    assert report["scale"]["runs"] == {"short": 1, "long": 1, "interleaved": True}
     # every scale stage ran after the memory warm-up, whose rates the document reports
     assert report["scale"]["warm_memory_mb"] == 64
     assert all(st["warm_mb"] == 64 and st["warm_gbps_slowest"] > 0 for st in sizes[0]["stages"].values())

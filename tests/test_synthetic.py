@@ -234,10 +234,11 @@ def test_yaml_configs_and_mapping_regimes():
 
 @pytest.mark.parametrize("tail_df, garch_alpha", [(5.0, 0.05), (np.inf, 0.0)])
 def test_values_follow_the_documented_formulas(tail_df, garch_alpha):
-    """The module docstring's formulas written out plainly, one (T, A) array per term and the
-    random draws in the documented order, give the generator's numbers: the in-place arithmetic
-    changes neither the draws nor a single value (benchmark archives depend on the same seed
-    giving the same market)."""
+    """The module docstring's formulas written out plainly, one (T, A) array per term, with the
+    random draws in the generator's order (regime path, shocks, high, low, volume AR, volume
+    noise), give its numbers: open/high/low/close bit for bit (the in-place arithmetic changes no
+    value; benchmark archives depend on the same seed giving the same market), volume to rounding
+    (an AR loop here), and the GARCH multiplier as the plain recursion."""
     specs, n_bars, n, seed = scenario("crash"), 3000, 7, 5
     long, truth = simulate_market(specs, n_bars=n_bars, n_assets=n, seed=seed, tail_df=tail_df,
                                   garch_alpha=garch_alpha)
@@ -249,6 +250,10 @@ def test_values_follow_the_documented_formulas(tail_df, garch_alpha):
               else rng.standard_t(tail_df, (n_bars, n + 1)) * np.sqrt((tail_df - 2) / tail_df))
     f, e = shocks[:, 0], shocks[:, 1:]
     h = _garch_multiplier(f, garch_alpha, 0.90) if garch_alpha > 0 else np.ones(n_bars)
+    h2 = np.ones(n_bars)
+    for t in range(1, n_bars):
+        h2[t] = (1 - garch_alpha - 0.90) + (garch_alpha * f[t - 1] ** 2 + 0.90) * h2[t - 1]
+    np.testing.assert_allclose(h, np.sqrt(h2), rtol=1e-10)
     p0, s = _asset_defaults(default_symbols(n))
     z = h[:, None] * (np.sqrt(corr)[:, None] * f[:, None] + np.sqrt(1 - corr)[:, None] * e)
     r = s[None, :] * drift[:, None] + s[None, :] * vol[:, None] * z
@@ -269,9 +274,10 @@ def test_values_follow_the_documented_formulas(tail_df, garch_alpha):
 
     np.testing.assert_array_equal(truth.to_numpy(), regime)
     by_symbol = np.argsort(default_symbols(n), kind="stable")
-    for name, want in {"open": open_, "high": high, "low": low, "close": close, "volume": volume}.items():
-        got = long[name].to_numpy().reshape(n, n_bars).T  # rows are sorted by symbol, then time
-        np.testing.assert_allclose(got, want[:, by_symbol], rtol=1e-12, atol=0, err_msg=name)
+    got = {name: long[name].to_numpy().reshape(n, n_bars).T for name in ("open", "high", "low", "close", "volume")}
+    for name, want in {"open": open_, "high": high, "low": low, "close": close}.items():
+        np.testing.assert_array_equal(got[name], want[:, by_symbol], err_msg=name)  # rows: symbol, then time
+    np.testing.assert_allclose(got["volume"], volume[:, by_symbol], rtol=1e-12, atol=0)
 
 
 def test_generation_is_fast():

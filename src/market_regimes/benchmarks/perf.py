@@ -115,9 +115,9 @@ def _write(run_dir: Path, report: dict) -> Path:
     return write_report(run_dir, report, "PERFORMANCE.md", render)
 
 
-def _stage(name: str, kwargs: dict, suite, repeats: int | None = None, warm_mb: float | None = None) -> dict:
+def _stage(name: str, kwargs: dict, suite, repeats: int | None = None) -> dict:
     reps = suite.repeats if repeats is None else repeats
-    out = repeat_stage(f"{_PKG}.{name}", kwargs, reps, bool(suite.isolate), warm_mb=warm_mb)
+    out = repeat_stage(f"{_PKG}.{name}", kwargs, reps, bool(suite.isolate))
     log.info("%s: %.2f s, peak RSS %.0f MB (median of %d)", name, out["stage_s"], out["peak_rss_mb"], reps)
     return out
 
@@ -197,27 +197,35 @@ def scale_section(cfg, work: Path) -> dict:
     reps = int(sc.get("repeats", 1))
     short = int(sc.get("short_repeats", reps))  # data, features, windows, train: short, noisy stages
     warm = sc.get("warm_memory_mb")  # memory written and freed before each stage (measure.warm_memory)
-
-    def run(name: str, kwargs: dict, runs: int) -> dict:
-        return _stage(f"scale:{name}_stage", kwargs, suite, runs, warm)
-
-    sizes = []
-    for n_assets, n_bars in sc.sizes:
-        w = str(work / f"{n_assets}x{n_bars}")
-        stages = {
-            "data": run("data", {"work_dir": w, "n_assets": int(n_assets), "n_bars": int(n_bars)}, short),
-            "features": run("features", {"work_dir": w, "features": features}, short),
-            "windows": run("windows", {"work_dir": w, "window": window}, short),
-            "train": run("train", {"work_dir": w, "model": _plain(cfg.model), "trainer": _plain(cfg.trainer),
-                                     "batch_size": int(sc.batch_size),
-                                     "windows_per_epoch": int(sc.windows_per_epoch)}, short),
-            "encode": run("encode", {"work_dir": w}, reps),
-            "cluster": run("cluster", {"work_dir": w, "cluster": cluster, "fit_rows": int(sc.fit_rows)}, reps),
-        }
+    model, trainer = _plain(cfg.model), _plain(cfg.trainer)
+    plan = [  # (stage, its arguments for a work dir and a size, runs)
+        ("data", lambda w, a, b: {"work_dir": w, "n_assets": a, "n_bars": b}, short),
+        ("features", lambda w, a, b: {"work_dir": w, "features": features}, short),
+        ("windows", lambda w, a, b: {"work_dir": w, "window": window}, short),
+        ("train", lambda w, a, b: {"work_dir": w, "model": model, "trainer": trainer, "batch_size": int(sc.batch_size),
+                                   "windows_per_epoch": int(sc.windows_per_epoch)}, short),
+        ("encode", lambda w, a, b: {"work_dir": w}, reps),
+        ("cluster", lambda w, a, b: {"work_dir": w, "cluster": cluster, "fit_rows": int(sc.fit_rows)}, reps),
+    ]
+    shape = [(int(a), int(b)) for a, b in sc.sizes]
+    dirs = [str(work / f"{a}x{b}") for a, b in shape]
+    stages: list[dict] = [{} for _ in shape]
+    for name, kwargs, runs in plan:
+        # a stage's runs go round the sizes (1, 2, 3, 1, 2, 3, ..) so that a slow spell of a shared
+        # machine falls on every size alike, not on the runs of one: the growth compares like with like
+        results: list[list[dict]] = [[] for _ in shape]
+        for _ in range(max(runs, 1)):
+            for i, (w, (a, b)) in enumerate(zip(dirs, shape)):
+                results[i].append(run_stage(f"{_PKG}.scale:{name}_stage", kwargs(w, a, b), bool(suite.isolate),
+                                            warm_mb=warm))
+        for i, r in enumerate(results):
+            stages[i][name] = {**median_of(r), "runs": r}
+            log.info("scale:%s at %d x %d: %.2f s, peak RSS %.0f MB (median of %d)", name, *shape[i],
+                     stages[i][name]["stage_s"], stages[i][name]["peak_rss_mb"], len(r))
+    for w in dirs:
         shutil.rmtree(w, ignore_errors=True)
-        sizes.append({"n_assets": int(n_assets), "n_bars": int(n_bars), "stages": stages,
-                      "total_s": sum(s["wall_s"] for s in stages.values()),
-                      "peak_rss_mb": max(s["peak_rss_mb"] for s in stages.values())})
+    sizes = [{"n_assets": a, "n_bars": b, "stages": st, "total_s": sum(x["wall_s"] for x in st.values()),
+              "peak_rss_mb": max(x["peak_rss_mb"] for x in st.values())} for (a, b), st in zip(shape, stages)]
     heap = None
     if sc.get("heap_probe"):
         # encode_windows must not leave heap behind per window (glibc's default allocator settings;
@@ -242,7 +250,7 @@ def scale_section(cfg, work: Path) -> dict:
             growth[label][f"{stage}: {part}"] = (main["stages"][stage][part]
                                                  / max(other["stages"][stage][part], 1e-9))
     return {"sizes": sizes, "growth": growth, "fit_rows": int(sc.fit_rows), "cluster": cluster,
-            "windows_per_epoch": int(sc.windows_per_epoch), "heap": heap, "runs": {"short": short, "long": reps},
+            "windows_per_epoch": int(sc.windows_per_epoch), "heap": heap, "runs": {"short": short, "long": reps, "interleaved": True},
             "warm_memory_mb": warm}
 
 

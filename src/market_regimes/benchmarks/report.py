@@ -234,7 +234,8 @@ def _scale(s: dict) -> list[str]:
     runs = s.get("runs")
     if runs:  # reports before the runs were recorded say nothing here
         lines += [f"Runs per stage and size (medians): {runs['short']} for data, features, windows and train, "
-                  f"{runs['long']} for encode and cluster.", ""]
+                  f"{runs['long']} for encode and cluster" + (", a stage's runs going round the sizes in turn so that "
+                  "a slow spell of the machine falls on every size alike." if runs.get("interleaved") else "."), ""]
     if s.get("warm_memory_mb"):
         stage_runs = [r for size in s["sizes"] for st in size["stages"].values() for r in st.get("runs", [st])]
         slow, typical = (sorted(r[k] for r in stage_runs) for k in ("warm_gbps_slowest", "warm_gbps_median"))
