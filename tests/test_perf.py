@@ -137,6 +137,7 @@ def test_merged_sections_say_which_run_they_come_from(tmp_path):
                                   "prep": {"v": 1}, "provenance": {"prep": {**prov["prep"], "steal_share": 0.0}}}))
     again = merge_sections({}, [str(merged)])
     assert again["prep"]["commit"] == "aaa" and again["prep"]["date"] == "date-first"
+    assert again["prep"]["run"] == first  # its own run, however many merges it went through
     via_file = merge_sections(from_file, [str(tmp_path / "second" / "report.json")])
     assert from_file == {"scale": {"v": 2}} and via_file["scale"]["commit"] == "bbb"
     assert {k: v for k, v in via_file["scale"].items() if k != "run"} == \

@@ -63,7 +63,7 @@ def run_perf(cfg) -> Path:
         log.info("perf: section %s", name)
         c = cpu_times()
         report[name] = sections[name](cfg, work / name)
-        report["provenance"][name] = {"run": str(run_dir), "date": report["machine"]["date"],
+        report["provenance"][name] = {"run": _in_repo(run_dir), "date": report["machine"]["date"],
                                       "commit": report["machine"]["commit"],
                                       "load_average": report["machine"]["load_average"],
                                       "env": _plain(suite.get("env")), "steal_share": steal_share(c)}
@@ -102,13 +102,21 @@ def merge_sections(report: dict, runs, skip=()) -> dict:
                 origin = (earlier.get("provenance") or {}).get(name) or {}
                 if origin.get("date") and origin.get("date") != m["date"]:
                     # merged into that report from a run before it: keep the section's own origin
-                    provenance[name] = {**origin, "run": f"{run} (from {origin.get('run')})"}
+                    provenance[name] = origin
                     continue
                 provenance[name] = {"run": str(run), "date": m["date"], "commit": m["commit"],
                                     "load_average": m["load_average"],
                                     "env": (earlier.get("suite") or {}).get("env") or {},
                                     "steal_share": origin.get("steal_share")}
     return provenance
+
+
+def _in_repo(path: Path) -> str:
+    """``path`` relative to the repository when inside it (the committed report names no machine's paths)."""
+    try:
+        return str(Path(path).resolve().relative_to(repo_root().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _write(run_dir: Path, report: dict) -> Path:
