@@ -152,9 +152,9 @@ def run_stage(target: str, kwargs: dict | None = None, isolate: bool = True, tim
 
 
 def repeat_stage(target: str, kwargs: dict | None = None, repeats: int = 3, isolate: bool = True,
-                 timeout: float | None = None, env: dict | None = None, warm_mb: float | None = None) -> dict:
+                 timeout: float | None = None, env: dict | None = None) -> dict:
     """``repeats`` runs of a stage; numbers are medians, with every run kept under ``runs``."""
-    runs = [run_stage(target, kwargs, isolate, timeout, env, warm_mb) for _ in range(max(int(repeats), 1))]
+    runs = [run_stage(target, kwargs, isolate, timeout, env) for _ in range(max(int(repeats), 1))]
     return {**median_of(runs), "runs": runs}
 
 

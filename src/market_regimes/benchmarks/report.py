@@ -237,7 +237,7 @@ def _scale(s: dict) -> list[str]:
                   f"{runs['long']} for encode and cluster" + (", a stage's runs going round the sizes in turn so that "
                   "a slow spell of the machine falls on every size alike." if runs.get("interleaved") else "."), ""]
     if s.get("warm_memory_mb"):
-        stage_runs = [r for size in s["sizes"] for st in size["stages"].values() for r in st.get("runs", [st])]
+        stage_runs = [r for size in s["sizes"] for st in size["stages"].values() for r in st["runs"]]
         slow, typical = (sorted(r[k] for r in stage_runs) for k in ("warm_gbps_slowest", "warm_gbps_median"))
         lines += [f"In every stage's process, after its imports and before its clock starts, "
                   f"{_mb(s['warm_memory_mb'])} of memory were written and freed (`suite.scale.warm_memory_mb`, "
